@@ -49,8 +49,8 @@
 //
 // History, SeenEvents and FirstErrors are JSON string properties, capped (MaxHistory, MaxSeenEvents,
 // MaxFirstErrors, and MaxJSONPropertyBytes each, within the 64 KiB string property limit); free text
-// is cut to its bound. A record at the caps is about 120 KB, within the 1 MiB entity limit, and a
-// transaction (two copies) within the 4 MiB batch limit. The entity has about 40 properties (limit 252).
+// is cut to its bound. A record at the caps is about 200 KB as the service counts it (strings in
+// UTF-16), within the 1 MiB entity limit, and a transaction (two copies) within the 4 MiB batch limit. The entity has about 40 properties (limit 252).
 //
 // # Secrets
 //

@@ -14,7 +14,8 @@ import (
 
 // Caps of the record's lists and free-text fields. They keep every JSON list property under
 // MaxJSONPropertyBytes and the whole entity far below the 1 MiB entity limit (at the caps an entity is
-// about 120 KB; an update writes it twice in one entity group transaction, whose limit is 4 MiB).
+// about 100 KB of JSON, 200 KB as the service counts strings, in UTF-16; an update writes it twice in
+// one entity group transaction, whose limit is 4 MiB).
 // Longer texts are cut (at a rune boundary); the lists drop entries as documented on each field.
 const (
 	// MaxHistory is the number of transitions kept in Job.History: the first (creation) and the most recent.
@@ -29,7 +30,7 @@ const (
 	// MaxEventKeyBytes bounds an event key kept verbatim; a longer (or non printable-ASCII) key is
 	// replaced by a hash of it, so dedup still works.
 	MaxEventKeyBytes = 128
-	// Bounds of the ItemError fields.
+	// Bounds of the ItemFailure fields.
 	MaxItemObjectTypeBytes = 64
 	MaxItemURLBytes        = 1024
 	MaxItemErrorCodeBytes  = 128

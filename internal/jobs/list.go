@@ -23,7 +23,7 @@ const (
 	// DefaultListTop is the page size of List when ListOptions.Top is 0.
 	DefaultListTop = 50
 	// MaxListTop is the largest page size (the service's own limit per request). A page holds Top
-	// records in memory: typically a few KiB each, about 120 KB each at the caps.
+	// records in memory: typically a few KiB each, about 100 KB each at the caps (see MaxHistory).
 	MaxListTop = 1000
 	// iterPageSize is the page size of All and ListActive (at most this many records in memory).
 	iterPageSize = 100

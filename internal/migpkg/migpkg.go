@@ -202,7 +202,7 @@ type Package struct {
 // yields a *ValidationError listing every problem; a failing r yields its error, wrapped.
 func Open(r io.ReaderAt, size int64, opts Options) (*Package, error) {
 	opts.setDefaults()
-	tr := &tagReaderAt{r: r}
+	tr := &tagReaderAt{r: r, size: size}
 	p := &Package{opts: opts, r: tr, size: size}
 	if err := p.readDirectory(); err != nil {
 		return nil, err
@@ -231,23 +231,42 @@ type ioError struct{ err error }
 func (e *ioError) Error() string { return e.err.Error() }
 func (e *ioError) Unwrap() error { return e.err }
 
+// errNegativeOffset is returned by tagReaderAt for a negative offset, from a corrupt directory.
+var errNegativeOffset = errors.New("migpkg: negative offset in zip structures")
+
 // errDirectoryBudget is returned by tagReaderAt once Open has read more than its directory budget.
 var errDirectoryBudget = errors.New("migpkg: central directory read budget exceeded")
 
-// tagReaderAt wraps the caller's ReaderAt: it tags failures as ioError, and while a budget is set (during
-// Open) it refuses to read more than the budget in total.
+// tagReaderAt wraps the caller's ReaderAt: it tags failures as ioError, keeps reads within the package
+// size (offsets from a corrupt directory must not reach the caller's ReaderAt as out-of-range reads, which
+// a blob adapter would fail as I/O errors), and while a budget is set (during Open) it refuses to read
+// more than the budget in total.
 type tagReaderAt struct {
 	r      io.ReaderAt
+	size   int64
 	budget atomic.Int64 // bytes left while limited; ignored when !limited
 	limit  atomic.Bool
 	read   atomic.Int64 // bytes read, for tests
 }
 
 func (t *tagReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errNegativeOffset
+	}
+	if off >= t.size {
+		return 0, io.EOF
+	}
+	short := false
+	if int64(len(b)) > t.size-off {
+		b, short = b[:t.size-off], true
+	}
 	if t.limit.Load() && t.budget.Add(-int64(len(b))) < 0 {
 		return 0, errDirectoryBudget
 	}
 	n, err := t.r.ReadAt(b, off)
+	if short && err == nil {
+		err = io.EOF
+	}
 	t.read.Add(int64(n))
 	if err != nil && err != io.EOF {
 		err = &ioError{err: err}

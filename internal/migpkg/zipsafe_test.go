@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/flate"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -227,5 +228,36 @@ func TestEntryReaderStream(t *testing.T) {
 			t.Errorf("method %d: %v", method, err)
 		}
 		rc.Close()
+	}
+}
+
+// strictReaderAt fails out-of-range reads as a blob client does (HTTP 416), an I/O error.
+type strictReaderAt struct{ data []byte }
+
+func (s strictReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(b)) > int64(len(s.data)) {
+		return 0, errors.New("416 range not satisfiable")
+	}
+	return copy(b, s.data[off:]), nil
+}
+
+// TestCorruptOffsetsAreFormatErrors checks offsets from a corrupt directory never reach the caller's
+// ReaderAt out of range, so they are reported as an invalid package, not as I/O errors.
+func TestCorruptOffsetsAreFormatErrors(t *testing.T) {
+	data := makeZip(t, file(FileManifest, "<SPObjects/>"))
+	cd := bytes.LastIndex(data, []byte("PK\x01\x02"))
+	for _, off := range []uint32{0x7ffffff0, uint32(len(data) - 10)} {
+		bad := bytes.Clone(data)
+		bad[cd+42], bad[cd+43], bad[cd+44], bad[cd+45] = byte(off), byte(off>>8), byte(off>>16), byte(off>>24)
+		p, err := Open(strictReaderAt{bad}, int64(len(bad)), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.Validate(context.Background())
+		wantProblem(t, err, CodeZipCorruptData, FileManifest)
+	}
+	tr := &tagReaderAt{r: bytes.NewReader(data), size: int64(len(data))}
+	if _, err := tr.ReadAt(make([]byte, 1), -1); err == nil || classifyIO(err, "") != nil {
+		t.Errorf("negative offset: %v", err)
 	}
 }

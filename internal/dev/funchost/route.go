@@ -78,7 +78,7 @@ func parseRouteTemplate(t string) (*routeTemplate, error) {
 				}
 				rs.catchAll = true
 			}
-			if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(p.name) {
+			if !identRE.MatchString(p.name) {
 				return nil, fmt.Errorf("route %q: invalid parameter name %q", t, p.name)
 			}
 			if strings.HasSuffix(seg[l[2]:l[3]], "?") || p.def != nil {

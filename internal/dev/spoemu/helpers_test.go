@@ -15,9 +15,12 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+	qsas "github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue/sas"
 
 	"github.com/spomig/spomig/internal/crypt"
 	"github.com/spomig/spomig/internal/dev/azurite"
@@ -423,4 +426,68 @@ func spErrorOf(t *testing.T, b []byte) (code, message string) {
 	}
 	t.Fatalf("not a SharePoint error body: %s", b)
 	return "", ""
+}
+
+// userContainer creates a container as a customer would in their own account and returns its URI
+// with a container SAS of perms (spr=https).
+func userContainer(t *testing.T, f *fixture, perms string) string {
+	t.Helper()
+	name := userContainerName(t, f)
+	return userContainerSAS(t, name, perms)
+}
+
+func userContainerName(t *testing.T, f *fixture) string {
+	t.Helper()
+	bc, err := azblob.NewClientFromConnectionString(testEnv.storage, &azblob.ClientOptions{ClientOptions: f.clientOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := azurite.UniqueName("user")
+	if _, err := bc.CreateContainer(context.Background(), name, nil); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func userContainerSAS(t *testing.T, name, perms string) string {
+	t.Helper()
+	acct, _ := parseConnectionString(testEnv.storage)
+	cred, _ := azblob.NewSharedKeyCredential(acct.name, acct.key)
+	qp, err := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPS, StartTime: time.Now().Add(-time.Minute),
+		ExpiryTime: time.Now().Add(time.Hour), Permissions: perms, ContainerName: name}.SignWithSharedKey(cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acct.blobURL.String() + "/" + name + "?" + qp.Encode()
+}
+
+// userQueue creates a queue as a customer would and returns its URI with a queue SAS of perms.
+func userQueue(t *testing.T, f *fixture, perms string) string {
+	t.Helper()
+	return userQueueSAS(t, userQueueName(t, f), perms)
+}
+
+func userQueueName(t *testing.T, f *fixture) string {
+	t.Helper()
+	svc, err := azqueue.NewServiceClientFromConnectionString(testEnv.storage, &azqueue.ClientOptions{ClientOptions: f.clientOpts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := azurite.UniqueName("userq")
+	if _, err := svc.CreateQueue(context.Background(), name, nil); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func userQueueSAS(t *testing.T, name, perms string) string {
+	t.Helper()
+	acct, _ := parseConnectionString(testEnv.storage)
+	cred, _ := azqueue.NewSharedKeyCredential(acct.name, acct.key)
+	qp, err := qsas.QueueSignatureValues{Protocol: qsas.ProtocolHTTPS, StartTime: time.Now().Add(-time.Minute),
+		ExpiryTime: time.Now().Add(time.Hour), Permissions: perms, QueueName: name}.SignWithSharedKey(cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acct.queueURL.String() + "/" + name + "?" + qp.Encode()
 }

@@ -94,7 +94,7 @@ type storageRef struct {
 // redacted is the URI without its query string, safe for logs and messages.
 func (r storageRef) redacted() string { return r.base.String() }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9]|-[a-z0-9]){2,62}$`)
+var nameRE = regexp.MustCompile(`^[a-z0-9](?:-?[a-z0-9])*$`)
 
 // normalizeHost drops the default port of the scheme (clients may send :443, as the docs' sample does).
 func normalizeHost(u *url.URL) string {
@@ -132,7 +132,7 @@ func parseStorageRef(raw string, ours *url.URL) (storageRef, error) {
 		return ref, errors.New("invalid URI: no container or queue name")
 	}
 	ref.name = base.Path[i+1:]
-	if !nameRE.MatchString(ref.name) {
+	if len(ref.name) < 3 || len(ref.name) > 63 || !nameRE.MatchString(ref.name) {
 		return ref, errors.New("invalid URI: the container or queue name is not valid")
 	}
 	ref.ours = base.Scheme == ours.Scheme && base.Host == normalizeHost(ours) &&
