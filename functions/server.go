@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -56,8 +55,9 @@ type Options struct {
 	// Logger is the structured logger; its handler should come from NewLogHandler so that invocation logs
 	// also reach the response Logs. Default: slog.Default().
 	Logger *slog.Logger
-	// MaxBodyBytes bounds an invocation body. A blob trigger with dataType binary carries the whole blob
-	// (base64), which this handler ignores: it reads packages from storage. Default 512 MiB.
+	// MaxBodyBytes bounds what the handler keeps of an invocation body: 16 MiB by default. The blob
+	// trigger's payload (the whole package, base64) is not counted: it is skipped while reading, never
+	// held in memory, because the intake reads packages from storage.
 	MaxBodyBytes int64
 	// HostVersion is reported by GET /. Default "spomig".
 	Version string
@@ -70,7 +70,7 @@ func NewRouter(opts Options) *mux.Router {
 		opts.Logger = slog.Default()
 	}
 	if opts.MaxBodyBytes == 0 {
-		opts.MaxBodyBytes = 512 << 20
+		opts.MaxBodyBytes = 16 << 20
 	}
 	s := &server{opts: opts, log: opts.Logger}
 	r := mux.NewRouter()
@@ -80,7 +80,7 @@ func NewRouter(opts Options) *mux.Router {
 		fmt.Fprintf(w, `{"status":"ready","version":%q}`, opts.Version)
 	}).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/"+ProvisionHTTP, s.invoke(ProvisionHTTP, s.provisionHTTP)).Methods(http.MethodPost)
-	r.Handle("/"+EncryptBlobTrigger, s.invoke(EncryptBlobTrigger, s.encryptBlob)).Methods(http.MethodPost)
+	r.Handle("/"+EncryptBlobTrigger, s.invoke(EncryptBlobTrigger, s.encryptBlob, EncryptBlobBinding)).Methods(http.MethodPost)
 	r.Handle("/"+SubmitQueueTrigger, s.invoke(SubmitQueueTrigger, s.submitQueue)).Methods(http.MethodPost)
 	r.Handle("/"+MonitorTimer, s.invoke(MonitorTimer, s.monitorTimer)).Methods(http.MethodPost)
 	r.PathPrefix("/api/").Handler(http.HandlerFunc(s.forwardedHTTP))
@@ -114,8 +114,13 @@ type Result struct {
 
 type adapter func(ctx context.Context, inv *Invocation) (*Result, error)
 
-// invoke wraps an adapter: decode, log collection, panic recovery, response envelope.
-func (s *server) invoke(name string, fn adapter) http.Handler {
+// invoke wraps an adapter: decode, log collection, panic recovery, response envelope. The string values
+// of the Data bindings named in skipData are dropped while reading (see readEnvelope).
+func (s *server) invoke(name string, fn adapter, skipData ...string) http.Handler {
+	skip := map[string]bool{}
+	for _, n := range skipData {
+		skip[n] = true
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Azure-Functions-InvocationId")
@@ -123,14 +128,15 @@ func (s *server) invoke(name string, fn adapter) http.Handler {
 		ctx := withSink(r.Context(), sink)
 		log := s.log.With("function", name, "invocation_id", id)
 
-		body, err := io.ReadAll(io.LimitReader(r.Body, s.opts.MaxBodyBytes+1))
+		body, err := readEnvelope(r.Body, skip, s.opts.MaxBodyBytes)
+		if errors.Is(err, ErrBadPayload) {
+			log.ErrorContext(ctx, "invalid invocation payload", "err", err)
+			writeFailure(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		if err != nil {
 			log.ErrorContext(ctx, "read invocation body", "err", err)
 			writeFailure(w, http.StatusBadRequest, "cannot read the invocation body: "+err.Error())
-			return
-		}
-		if int64(len(body)) > s.opts.MaxBodyBytes {
-			writeFailure(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("invocation body larger than %d bytes", s.opts.MaxBodyBytes))
 			return
 		}
 		req, err := DecodeInvokeRequest(body)

@@ -381,7 +381,11 @@ func (r *reader) auth(prefix, def string) Auth {
 		CertificatePassword: r.getenv(prefix + "_CERTIFICATE_PASSWORD"),
 	}
 	switch a.Kind {
-	case "default", "managedidentity":
+	case "default":
+		if a.ClientID != "" {
+			r.bad(prefix+"_CLIENT_ID", "is set but "+prefix+"_AUTH is default (DefaultAzureCredential reads AZURE_CLIENT_ID); use managedidentity or certificate, or unset it")
+		}
+	case "managedidentity":
 	case "certificate":
 		if a.ClientID == "" {
 			r.missing(prefix+"_CLIENT_ID", "certificate auth needs the app (client) id")

@@ -122,6 +122,7 @@ func TestInvalidSettingsAreNamed(t *testing.T) {
 		{"unknown SPO credential kind", with("SPOMIG_SPO_AUTH", "secret"), []string{`SPOMIG_SPO_AUTH: unknown credential kind "secret"`}},
 		{"certificate auth incomplete", with("SPOMIG_SPO_AUTH", "certificate"), []string{"SPOMIG_SPO_CLIENT_ID is missing", "SPOMIG_SPO_TENANT_ID is missing", "SPOMIG_SPO_CERTIFICATE_PATH is missing"}},
 		{"unknown key vault credential", with("SPOMIG_KEYVAULT_AUTH", "kerberos"), []string{`SPOMIG_KEYVAULT_AUTH: unknown credential kind "kerberos"`}},
+		{"client id with default credential", with("SPOMIG_KEYVAULT_CLIENT_ID", "11111111-1111-1111-1111-111111111111"), []string{"SPOMIG_KEYVAULT_CLIENT_ID: is set but SPOMIG_KEYVAULT_AUTH is default"}},
 		{"bad duration", with("SPOMIG_STUCK_AFTER", "soon"), []string{`SPOMIG_STUCK_AFTER: "soon" is not a positive duration`}},
 		{"block size too small", with("SPOMIG_UPLOAD_BLOCK_SIZE", "1024"), []string{"SPOMIG_UPLOAD_BLOCK_SIZE: \"1024\" is not a whole number from 1048576"}},
 		{"bad monitor source", with("SPOMIG_MONITOR_SOURCES", "queue,email"), []string{`SPOMIG_MONITOR_SOURCES: "email" is not one of queue, progress`}},

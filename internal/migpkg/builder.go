@@ -147,6 +147,15 @@ func (b *Builder) AddFile(f BuildFile) error {
 			return fmt.Errorf("migpkg: build: %q: segment %q is not a valid SharePoint name", f.Path, seg)
 		}
 	}
+	if b.opts.KeepPaths && isRootName(f.Path) && hasXMLSuffix(f.Path) {
+		reserved := strings.EqualFold(f.Path, FileArchivedFiles)
+		for _, pf := range packageFiles {
+			reserved = reserved || strings.EqualFold(pf.name, f.Path)
+		}
+		if reserved {
+			return fmt.Errorf("migpkg: build: %q: with KeepPaths, the name of a package file", f.Path)
+		}
+	}
 	key := foldName(f.Path)
 	if b.fold[key] {
 		return fmt.Errorf("migpkg: build: %q: duplicate path", f.Path)

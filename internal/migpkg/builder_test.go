@@ -25,6 +25,10 @@ func TestBuilderRejectsBadPaths(t *testing.T) {
 	if err := b.AddFile(BuildFile{Path: "x", Size: -1}); err == nil {
 		t.Error("negative size accepted")
 	}
+	b = NewBuilder(BuilderOptions{KeepPaths: true})
+	if err := b.AddFile(BuildFile{Path: "manifest.XML"}); err == nil {
+		t.Error("KeepPaths: package file name accepted")
+	}
 }
 
 func TestBuilderContentSize(t *testing.T) {

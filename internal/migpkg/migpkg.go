@@ -36,10 +36,11 @@ const (
 	DefaultMaxEntries = 50_000
 	// DefaultMaxDirectorySize is the default Options.MaxDirectorySize (16 MiB).
 	DefaultMaxDirectorySize = 16 << 20
-	// DefaultMaxFileSize is the default Options.MaxFileSize: 250 GiB, SharePoint Online's current file size
-	// limit. The migration reference (§6) quotes "up to 15 GB" from the current Migration API page and
-	// "over 15 GB, up to SPO's maximum" from the 2023 page, and says to treat SPO's current file limit as
-	// effective; set 15 GB (15 << 30) to follow the stricter reading.
+	// DefaultMaxFileSize is the default Options.MaxFileSize: 250 GiB, taken as SharePoint Online's current
+	// per-file limit (Microsoft's service limits say 250 GB). The migration reference gives no number of its
+	// own: §6 quotes "up to 15 GB (the limit set by SharePoint)" from the current Migration API page and
+	// "over 15 GB, up to SPO's maximum" from the 2023 page, calls the two conflicting, and says to treat
+	// SPO's current file limit as effective and verify. Set 15 << 30 to follow the stricter reading.
 	DefaultMaxFileSize = 250 << 30
 	// DefaultMaxTotalSize is the default Options.MaxTotalSize (256 GiB: one file at DefaultMaxFileSize plus
 	// its metadata).
@@ -182,7 +183,7 @@ var ErrNotValidated = errors.New("migpkg: package not validated")
 // A Package is not safe for concurrent use, except for the Open functions of its Items.
 type Package struct {
 	// Warnings lists what is worth knowing but does not make the package invalid (unreferenced content,
-	// optional files added, guidance exceeded…). Open sets the zip-level ones; Validate adds the rest.
+	// optional files added, guidance exceeded…). Validate sets it, also when it finds the package invalid.
 	Warnings []Problem
 
 	opts    Options
@@ -274,7 +275,7 @@ func (t *tagReaderAt) ReadAt(b []byte, off int64) (int, error) {
 	return n, err
 }
 
-// classify turns an error met while reading the package into either a wrapped I/O error (ioError,
+// classifyIO turns an error met while reading the package into either a wrapped I/O error (ioError,
 // context) or nil, meaning the caller should report it as a format problem.
 func classifyIO(err error, what string) error {
 	var ioe *ioError

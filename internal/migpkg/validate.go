@@ -30,7 +30,8 @@ var allowedObjectTypes = map[string]bool{
 //
 // An invalid package yields a *ValidationError listing every problem; an I/O error of the ReaderAt or a
 // context error is returned wrapped (and Validate may be called again). Warnings go to p.Warnings.
-// After success, Items and Totals are available; calling Validate again returns the first result.
+// After success, Items and Totals are available and further calls return nil at once; after a failure,
+// a further call validates again.
 func (p *Package) Validate(ctx context.Context) error {
 	if p.validated {
 		return nil
@@ -423,9 +424,9 @@ func (v *validator) record(e *entry, err error) error {
 		return nil
 	}
 	if ioErr := classifyIO(err, "read "+e.name); ioErr != nil {
-		return ioErr
+		return ioErr // a context error, or an I/O error not yet wrapped
 	}
-	return fmt.Errorf("migpkg: read %s: %w", e.name, err)
+	return err // an I/O error the entry reader already wrapped
 }
 
 // item makes the Item of an entry.

@@ -482,7 +482,9 @@ func TestReaderAtFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		fr.failFrom = firstXML
-		check(t, p.Validate(context.Background()))
+		err = p.Validate(context.Background())
+		t.Logf("Validate: %v", err)
+		check(t, err)
 		fr.failFrom = int64(len(data)) // a retry succeeds
 		if err := p.Validate(context.Background()); err != nil {
 			t.Fatalf("retry: %v", err)
@@ -551,5 +553,28 @@ func TestItemReaders(t *testing.T) {
 			t.Errorf("%s: %v", it.Name, err)
 		}
 		rc.Close()
+	}
+}
+
+// TestItemsConcurrent reads all items at once, as a parallel uploader does (run with -race).
+func TestItemsConcurrent(t *testing.T) {
+	p := openValid(t, buildPackage(t, BuilderOptions{ContentMethod: zip.Deflate}, sampleFiles()...), Options{})
+	items, _ := p.Items()
+	errs := make(chan error, len(items)*4)
+	for range 4 {
+		for _, it := range items {
+			go func() {
+				body, err := readItem(it)
+				if err == nil && int64(len(body)) != it.Size {
+					err = fmt.Errorf("%s: %d bytes, want %d", it.Name, len(body), it.Size)
+				}
+				errs <- err
+			}()
+		}
+	}
+	for range len(items) * 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -14,14 +14,22 @@ import (
 // Package file names (reference §5.1). All sit at the zip root and go to the root of the metadata
 // container.
 const (
-	FileManifest       = "Manifest.xml"
+	// FileManifest is the (first) manifest: required.
+	FileManifest = "Manifest.xml"
+	// FileExportSettings is required, with SiteUrl and SourceType.
 	FileExportSettings = "ExportSettings.xml"
-	FileSystemData     = "SystemData.xml"
-	FileUserGroup      = "UserGroup.xml"
-	FileRequirements   = "Requirements.xml"
-	FileRootObjectMap  = "RootObjectMap.xml"
-	FileLookupListMap  = "LookupListMap.xml"
-	FileViewFormsList  = "ViewFormsList.xml"
+	// FileSystemData is required; it lists the manifests.
+	FileSystemData = "SystemData.xml"
+	// FileUserGroup is required (named UserGroup.xml, not UserGroupMap.xml, as every working client does).
+	FileUserGroup = "UserGroup.xml"
+	// FileRequirements is documented optional; added empty when absent.
+	FileRequirements = "Requirements.xml"
+	// FileRootObjectMap is documented optional; added empty when absent.
+	FileRootObjectMap = "RootObjectMap.xml"
+	// FileLookupListMap is optional; added empty when absent.
+	FileLookupListMap = "LookupListMap.xml"
+	// FileViewFormsList is optional; added empty when absent.
+	FileViewFormsList = "ViewFormsList.xml"
 	// FileArchivedFiles is the small-file batching index; this service does not stage archived files.
 	FileArchivedFiles = "ArchivedFiles.xml"
 )
@@ -29,14 +37,22 @@ const (
 // Namespaces of the package files' root elements (reference §5.1). Parsers match element names on their
 // local name only; Validate warns when a root element is in another namespace.
 const (
-	NamespaceManifest       = "urn:deployment-manifest-schema"
+	// NamespaceManifest is the namespace of <SPObjects> (manifests).
+	NamespaceManifest = "urn:deployment-manifest-schema"
+	// NamespaceExportSettings is the namespace of <ExportSettings>.
 	NamespaceExportSettings = "urn:deployment-exportsettings-schema"
-	NamespaceSystemData     = "urn:deployment-systemdata-schema"
-	NamespaceUserGroupMap   = "urn:deployment-usergroupmap-schema"
-	NamespaceRequirements   = "urn:deployment-requirements-schema"
-	NamespaceRootObjectMap  = "urn:deployment-rootobjectmap-schema"
-	NamespaceLookupListMap  = "urn:deployment-lookuplistmap-schema"
-	NamespaceViewFormList   = "urn:deployment-viewformlist-schema" // sic: "viewformlist", singular
+	// NamespaceSystemData is the namespace of <SystemData>.
+	NamespaceSystemData = "urn:deployment-systemdata-schema"
+	// NamespaceUserGroupMap is the namespace of <UserGroupMap> (UserGroup.xml).
+	NamespaceUserGroupMap = "urn:deployment-usergroupmap-schema"
+	// NamespaceRequirements is the namespace of <Requirements>.
+	NamespaceRequirements = "urn:deployment-requirements-schema"
+	// NamespaceRootObjectMap is the namespace of <RootObjects> (RootObjectMap.xml).
+	NamespaceRootObjectMap = "urn:deployment-rootobjectmap-schema"
+	// NamespaceLookupListMap is the namespace of <LookupLists> (LookupListMap.xml).
+	NamespaceLookupListMap = "urn:deployment-lookuplistmap-schema"
+	// NamespaceViewFormList is the namespace of <ViewFormsList>; sic "viewformlist", singular.
+	NamespaceViewFormList = "urn:deployment-viewformlist-schema"
 )
 
 // packageFile describes one standard package XML.
@@ -323,21 +339,34 @@ type SPObject struct {
 	ListItem *SPListItem
 }
 
-// SPFile holds the attributes of an SPFile's <File> element.
+// SPFile holds the attributes of an SPFile's <File> element (reference §5.2, §5.4).
 type SPFile struct {
-	ID               string
-	URL              string // web-relative
-	Name             string
-	ListID           string
-	ListItemIntID    string
-	ParentID         string
-	ParentWebID      string
-	ParentWebURL     string
-	TimeCreated      string
+	// ID is the file's Id (GUID); an SPListItem refers to it as DocId.
+	ID string
+	// URL is the Url attribute, web-relative ("Shared Documents/a.txt").
+	URL string
+	// Name is the file name.
+	Name string
+	// ListID is the ListId attribute: the library's id.
+	ListID string
+	// ListItemIntID is the ListItemIntId attribute: the list item's integer id.
+	ListItemIntID string
+	// ParentID is the ParentId attribute: the containing folder's id.
+	ParentID string
+	// ParentWebID is the ParentWebId attribute.
+	ParentWebID string
+	// ParentWebURL is the ParentWebUrl attribute (server-relative).
+	ParentWebURL string
+	// TimeCreated is the TimeCreated attribute, as written.
+	TimeCreated string
+	// TimeLastModified is the TimeLastModified attribute, as written.
 	TimeLastModified string
-	Version          string
-	Author           string
-	ModifiedBy       string
+	// Version is the Version attribute ("1.0").
+	Version string
+	// Author is the Author attribute (a UserGroup.xml user id).
+	Author string
+	// ModifiedBy is the ModifiedBy attribute (a UserGroup.xml user id).
+	ModifiedBy string
 	// FileValue is the blob name of the content in the data container; empty when absent.
 	FileValue string
 	// HasFileValue reports whether the FileValue attribute is present.
@@ -346,29 +375,43 @@ type SPFile struct {
 	FileSize int64
 	// FileSizeAttr is the raw FileSize attribute ("" when absent).
 	FileSizeAttr string
-	// Versions lists the <Versions><File …/></Versions> children (older versions).
+	// Versions lists the <Versions><File …/></Versions> children (older versions), at most 50,000.
 	Versions []FileVersion
 }
 
 // FileVersion is an older version of a file: a <File> inside <Versions>.
 type FileVersion struct {
-	Version      string
-	FileValue    string
+	// Version is the Version attribute ("0.1").
+	Version string
+	// FileValue is the version's blob name in the data container.
+	FileValue string
+	// HasFileValue reports whether the FileValue attribute is present.
 	HasFileValue bool
-	FileSize     int64 // -1 when absent or invalid
+	// FileSize is the FileSize attribute, or -1 when it is absent or invalid.
+	FileSize int64
+	// FileSizeAttr is the raw FileSize attribute ("" when absent).
 	FileSizeAttr string
 }
 
 // SPListItem holds the attributes of an SPListItem's <ListItem> element.
 type SPListItem struct {
-	ID             string
-	IntID          string
-	DocID          string
-	DocType        string
-	FileURL        string
-	Name           string
-	DirName        string
-	ParentListID   string
+	// ID is the item's Id (GUID).
+	ID string
+	// IntID is the IntId attribute: the item's integer id.
+	IntID string
+	// DocID is the DocId attribute: the Id of the file or folder the item belongs to.
+	DocID string
+	// DocType is the DocType attribute: "File" or "Folder".
+	DocType string
+	// FileURL is the FileUrl attribute (web-relative).
+	FileURL string
+	// Name is the Name attribute.
+	Name string
+	// DirName is the DirName attribute: the containing folder's URL.
+	DirName string
+	// ParentListID is the ParentListId attribute.
+	ParentListID string
+	// ParentFolderID is the ParentFolderId attribute.
 	ParentFolderID string
 }
 

@@ -37,7 +37,11 @@ func (e *entry) size() int64 { return int64(e.f.UncompressedSize64) }
 
 // readDirectory parses the central directory within the directory budget and runs zip safety.
 func (p *Package) readDirectory() error {
-	p.r.budget.Store(p.opts.MaxDirectorySize + directorySlack)
+	budget := p.opts.MaxDirectorySize
+	if budget > math.MaxInt64-directorySlack {
+		budget = math.MaxInt64 - directorySlack
+	}
+	p.r.budget.Store(budget + directorySlack)
 	p.r.limit.Store(true)
 	zr, err := zip.NewReader(p.r, p.size)
 	p.r.limit.Store(false)
@@ -264,3 +268,10 @@ func (r *entryReader) Read(b []byte) (int, error) {
 }
 
 func (r *entryReader) Close() error { return r.rc.Close() }
+
+var (
+	_ io.ReadCloser = (*entryReader)(nil)
+	_ io.ReaderAt   = (*tagReaderAt)(nil)
+	_ error         = (*ValidationError)(nil)
+	_ error         = (*ioError)(nil)
+)

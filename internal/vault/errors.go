@@ -90,11 +90,18 @@ type ForbiddenError struct {
 }
 
 func (e *ForbiddenError) Error() string {
-	who := e.Identity
-	if who == "" {
-		who = "the caller"
+	if e.Identity == "" {
+		// Not about an identity (e.g. purge protection): the service's message says what.
+		s := fmt.Sprintf("vault: %s %s: 403 forbidden", e.Op, e.Secret)
+		if e.InnerCode != "" {
+			s += " (" + e.InnerCode + ")"
+		}
+		if e.Message != "" {
+			s += ": " + e.Message
+		}
+		return s
 	}
-	s := fmt.Sprintf("vault: %s %s: 403 forbidden for %s", e.Op, e.Secret, who)
+	s := fmt.Sprintf("vault: %s %s: 403 forbidden for %s", e.Op, e.Secret, e.Identity)
 	if e.InnerCode != "" {
 		s += " (" + e.InnerCode + ")"
 	}

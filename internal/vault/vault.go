@@ -145,6 +145,13 @@ type JobSecret struct {
 	ExpiresAt            time.Time // when the containers go away (the secret's exp); zero: no exp
 }
 
+var (
+	_ fmt.Stringer   = JobSecret{}
+	_ fmt.GoStringer = JobSecret{}
+	_ slog.LogValuer = JobSecret{}
+	_ json.Marshaler = JobSecret{}
+)
+
 // String implements fmt.Stringer without the secrets.
 func (s JobSecret) String() string {
 	return fmt.Sprintf("JobSecret{Key:[%d bytes redacted] Data:%s Metadata:%s Queue:%s ProvisionedAt:%s ExpiresAt:%s}",

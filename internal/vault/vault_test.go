@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -800,4 +801,66 @@ func FuzzIdentityFrom(f *testing.F) {
 			t.Fatalf("identity %q not in message", id)
 		}
 	})
+}
+
+// TestFailureShapes maps error responses the emulator does not produce (RBAC 403, purge protection,
+// a refused token, a malformed body) from an httptest fake.
+func TestFailureShapes(t *testing.T) {
+	const leaked = "SECRET-VALUE-0123456789"
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net"`)
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a Bearer or PoP token."}}`)
+			return
+		}
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/secrets/spomig-job-rbac"):
+			w.WriteHeader(403)
+			io.WriteString(w, `{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role definitions were changed recently, please observe propagation time.\r\nCaller: appid=0aa0;oid=5bb5bb5b-1111-2222-3333-444444444444;iss=https://sts.windows.net/t/\r\nAction: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: '/subscriptions/x/resourcegroups/rg/providers/microsoft.keyvault/vaults/kv/secrets/spomig-job-rbac'\r\nAssignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: kv;location=westeurope\r\n","innererror":{"code":"ForbiddenByRbac"}}}`)
+		case r.URL.Path == "/secrets/spomig-job-pp":
+			w.WriteHeader(200)
+			io.WriteString(w, `{"id":"`+"https://"+r.Host+`/secrets/spomig-job-pp/0123456789abcdef0123456789abcdef","attributes":{"enabled":true}}`)
+		case strings.HasPrefix(r.URL.Path, "/deletedsecrets/spomig-job-pp"):
+			w.WriteHeader(403)
+			io.WriteString(w, `{"error":{"code":"Forbidden","message":"Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.","innererror":{"code":"ForbiddenByPolicy"}}}`)
+		case strings.HasPrefix(r.URL.Path, "/secrets/spomig-job-unauth"):
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":{"code":"Unauthorized","message":"AKV10022: Invalid audience."}}`)
+		case strings.HasPrefix(r.URL.Path, "/secrets/spomig-job-garbage"):
+			w.WriteHeader(200)
+			io.WriteString(w, `{"value":"`+leaked+`","contentType":`+leaked+`}`)
+		default:
+			w.WriteHeader(500)
+		}
+	}))
+	defer ts.Close()
+	c, err := New(Options{VaultURL: ts.URL, Credential: &kvemu.Credential{}, DisableChallengeResourceVerification: true,
+		ClientOptions: azcore.ClientOptions{Transport: ts.Client()}, Logger: slog.New(slog.DiscardHandler), Retry: policy.RetryOptions{MaxRetries: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	_, err = c.GetJob(ctx, "rbac")
+	var fe *ForbiddenError
+	if !errors.As(err, &fe) || fe.Identity != "appid=0aa0;oid=5bb5bb5b-1111-2222-3333-444444444444;iss=https://sts.windows.net/t/" || fe.InnerCode != "ForbiddenByRbac" {
+		t.Fatalf("RBAC 403: %v", err)
+	}
+
+	err = c.PurgeJob(ctx, "pp")
+	if !errors.As(err, &fe) || fe.Identity != "" || !strings.Contains(err.Error(), "purge protection is enabled") {
+		t.Fatalf("purge protection: %v", err)
+	}
+
+	_, err = c.GetJob(ctx, "unauth")
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("401 after the challenge: %v", err)
+	}
+
+	_, err = c.GetJob(ctx, "garbage")
+	if err == nil || strings.Contains(err.Error(), leaked) {
+		t.Fatalf("malformed body: %v", err)
+	}
 }

@@ -749,5 +749,5 @@ func (h *Host) invokeBlobByPath(ctx context.Context, fn *function, input string)
 	if c != fn.blob.container {
 		return fmt.Errorf("blob %s/%s is not in the trigger's container %s", c, name, fn.blob.container)
 	}
-	return h.invokeBlob(ctx, fn, cc, info, "This function was programmatically called via the host APIs.")
+	return h.invokeBlob(ctx, fn, cc, info, adminReason)
 }

@@ -582,9 +582,9 @@ type bindingConfig struct {
 }
 
 func (b *bindingConfig) is(typ string) bool { return strings.EqualFold(b.Type, typ) }
-func (b *bindingConfig) in() bool          { return strings.EqualFold(b.Direction, "in") }
-func (b *bindingConfig) out() bool         { return strings.EqualFold(b.Direction, "out") }
-func (b *bindingConfig) binary() bool      { return strings.EqualFold(b.DataType, "binary") }
+func (b *bindingConfig) in() bool           { return strings.EqualFold(b.Direction, "in") }
+func (b *bindingConfig) out() bool          { return strings.EqualFold(b.Direction, "out") }
+func (b *bindingConfig) binary() bool       { return strings.EqualFold(b.DataType, "binary") }
 
 // functionConfig is one <dir>/function.json. The folder name is the function name.
 type functionConfig struct {

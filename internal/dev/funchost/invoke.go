@@ -24,6 +24,7 @@ type invocation struct {
 	bd      bindingData // binding data for output binding expressions (keeps BlobTrigger, QueueTrigger...)
 	sysMeta json.RawMessage
 	sysVals map[string]string
+	httpRes *httpResponse // set for HTTP functions from their http output
 }
 
 func (h *Host) newInvocation(fn *function, reason string) *invocation {
@@ -203,10 +204,17 @@ func outputValue(b *bindingConfig, res *invocationResult) (json.RawMessage, bool
 func (h *Host) writeOutputs(ctx context.Context, inv *invocation, res *invocationResult) error {
 	var errs []error
 	for _, b := range inv.fn.cfg.outputs() {
+		raw, ok := outputValue(b, res)
 		if b.is("http") {
+			if ok {
+				hr, err := parseHTTPOutput(raw)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("output %s: %w", b.Name, err))
+				}
+				inv.httpRes = hr
+			}
 			continue
 		}
-		raw, ok := outputValue(b, res)
 		if !ok {
 			continue
 		}

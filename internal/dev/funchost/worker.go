@@ -29,13 +29,13 @@ type worker struct {
 	appRoot      string
 	startTimeout time.Duration
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	baseURL string        // http://127.0.0.1:<port>, empty while not ready
-	pendingPort int       // port of the process being started
-	ready   chan struct{} // closed when baseURL is set for the current process
-	exited  chan struct{} // closed when the current process has exited
-	stopped bool
+	mu          sync.Mutex
+	cmd         *exec.Cmd
+	baseURL     string        // http://127.0.0.1:<port>, empty while not ready
+	pendingPort int           // port of the process being started
+	ready       chan struct{} // closed when baseURL is set for the current process
+	exited      chan struct{} // closed when the current process has exited
+	stopped     bool
 
 	stopCh chan struct{}
 	done   chan struct{}

@@ -196,7 +196,7 @@ func (c *Credential) GetToken(_ context.Context, opts policy.TokenRequestOptions
 	return azcore.AccessToken{Token: token, ExpiresOn: exp}, nil
 }
 
-// Calls is how many tokens were issued; LastScopes and LastTenant are what the last request asked for.
+// Calls is how many tokens were issued.
 func (c *Credential) Calls() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -223,4 +223,3 @@ func Token(audience, tenantID, objectID, appID string, life time.Duration) (stri
 	// A non-empty placeholder signature: some parsers reject an empty third segment.
 	return enc.EncodeToString(hdr) + "." + enc.EncodeToString(body) + "." + enc.EncodeToString([]byte("kvemu-unsigned")), exp
 }
-

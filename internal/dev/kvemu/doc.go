@@ -70,6 +70,12 @@
 // InjectFaults does the same in-process. A fault is served to a request that passed the api-version and
 // token checks (the challenge round trip is never consumed by a fault).
 //
+// # Tokens
+//
+// Credential is a development azcore.TokenCredential issuing unsigned JWTs (Token builds one) with chosen
+// oid/appid claims, for tests; the local stack's managed-identity endpoint (internal/dev/identity) issues
+// the same kind of token to the unmodified product. Neither is accepted by any real service.
+//
 // The emulator logs one line per request (method, path, status, identity) to Options.Logger; it never
 // logs secret values, request bodies, tokens or query strings.
 package kvemu

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -148,6 +149,7 @@ func TestStrictToken(t *testing.T) {
 	wrongAud, _ := Token("https://storage.azure.com", DefaultTenantID, "o", "a", time.Hour)
 	expired, _ := Token(Resource, DefaultTenantID, "o", "a", -time.Minute)
 	otherTenant, _ := Token(Resource, "99999999-0000-0000-0000-000000000000", "o", "a", time.Hour)
+	good := token()
 	for name, tc := range map[string]struct {
 		token string
 		want  int
@@ -156,7 +158,8 @@ func TestStrictToken(t *testing.T) {
 		"wrong aud":    {wrongAud, 401},
 		"expired":      {expired, 401},
 		"other tenant": {otherTenant, 401},
-		"good":         {token(), 404},
+		"good":         {good, 404},
+		"empty sig":    {good[:strings.LastIndex(good, ".")+1], 404}, // "alg":"none" tokens of internal/dev/identity
 	} {
 		resp, b := do(t, srv, "GET", "/secrets/x?api-version="+apiVersion, tc.token, nil)
 		if resp.StatusCode != tc.want {
@@ -402,6 +405,42 @@ func TestPaging(t *testing.T) {
 	}
 	if strings.Join(sdkNames, ",") != strings.Join(names, ",") {
 		t.Fatalf("SDK listing %v", sdkNames)
+	}
+
+	// Versions and deleted secrets page the same way.
+	for range 2 {
+		if _, err := c.SetSecret(ctx, "a1", azsecrets.SetSecretParameters{Value: to.Ptr("again")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"e5", "f6", "g7"} {
+		if _, err := c.DeleteSecret(ctx, n, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		path  string
+		sizes []int
+	}{{"/secrets/a1/versions", []int{2, 1}}, {"/deletedsecrets", []int{2, 1}}} {
+		path, sizes := tc.path+"?api-version="+apiVersion+"&maxresults=2", []int{}
+		for path != "" {
+			resp, b := do(t, srv, "GET", path, token(), nil)
+			var page struct {
+				Value    []json.RawMessage `json:"value"`
+				NextLink *string           `json:"nextLink"`
+			}
+			if resp.StatusCode != 200 || json.Unmarshal(b, &page) != nil {
+				t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+			}
+			sizes = append(sizes, len(page.Value))
+			path = ""
+			if page.NextLink != nil {
+				path = strings.TrimPrefix(*page.NextLink, srv.URL())
+			}
+		}
+		if fmt.Sprint(sizes) != fmt.Sprint(tc.sizes) {
+			t.Fatalf("%s: pages %v, want %v", tc.path, sizes, tc.sizes)
+		}
 	}
 
 	for _, bad := range []string{"0", "26", "x"} {

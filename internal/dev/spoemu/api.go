@@ -34,7 +34,8 @@ type call struct {
 	args map[string]json.RawMessage // lower-case parameter name → JSON value
 }
 
-func (e *Emulator) functions() map[string]*function {
+// siteFunctions are the functions served, by lower-case name.
+var siteFunctions = func() map[string]*function {
 	fns := []*function{
 		{name: "ProvisionMigrationContainers", post: true, handle: (*call).provisionContainers},
 		{name: "ProvisionMigrationQueue", post: true, handle: (*call).provisionQueue},
@@ -54,7 +55,7 @@ func (e *Emulator) functions() map[string]*function {
 		m[strings.ToLower(f.name)] = f
 	}
 	return m
-}
+}()
 
 // dispatch serves one _api call of site s; rest is the path after _api/.
 func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, f flavour, s *site, rest string) {
@@ -77,7 +78,7 @@ func (e *Emulator) dispatch(w http.ResponseWriter, r *http.Request, f flavour, s
 		a = e.contextInfo(r, s)
 	case strings.HasPrefix(lower, "site/"):
 		name, argText, hasArgs := strings.Cut(rest[len("site/"):], "(")
-		fn := e.functions()[strings.ToLower(name)]
+		fn := siteFunctions[strings.ToLower(name)]
 		if fn == nil {
 			spErr = &spError{http.StatusNotFound, codeResourceNotFound,
 				fmt.Sprintf("Cannot find resource for the request %s.", name)}

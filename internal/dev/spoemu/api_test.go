@@ -395,3 +395,60 @@ func FuzzDuration(f *testing.F) {
 		_ = d.UnmarshalJSON([]byte(s))
 	})
 }
+
+func FuzzConnectionString(f *testing.F) {
+	f.Add("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=a2V5;BlobEndpoint=https://127.0.0.1:1/a;QueueEndpoint=https://127.0.0.1:2/a;")
+	f.Add("AccountName=a;AccountKey=b;EndpointSuffix=core.windows.net")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := parseConnectionString(s)
+		if err == nil && (a.blobURL == nil || a.queueURL == nil || a.name == "" || a.key == "") {
+			t.Fatalf("accepted %q as %+v", s, a)
+		}
+	})
+}
+
+func FuzzCheckJWT(f *testing.F) {
+	f.Add(jwt(map[string]any{"aud": "https://127.0.0.1", "exp": 1}), "127.0.0.1:443")
+	f.Add("a.b.c", "h")
+	f.Add("opaque", "h")
+	e := &Emulator{opts: Options{CheckAudience: true, Audiences: []string{"https://contoso.sharepoint.com"}}}
+	f.Fuzz(func(t *testing.T, token, host string) {
+		_ = e.checkJWT(token, host)
+	})
+}
+
+func TestFaultsJSON(t *testing.T) {
+	f := newFixture(t, nil)
+	name := strings.TrimPrefix(f.site, "/sites/")
+	body := `{"postpone":{"count":2,"delay":"5ms","reason":"JobInQueue:DBMaint","jobs":1},"slowItem":3,"fatal":{"count":1,"errorCode":"-1","message":"m"}}`
+	resp, err := f.http.Post(f.e.URL()+"/_emulator/sites/"+name+"/faults", "application/json", strings.NewReader(body))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", err, resp)
+	}
+	resp.Body.Close()
+	got := f.e.Faults(f.site)
+	if got.Postpone == nil || time.Duration(got.Postpone.Delay) != 5*time.Millisecond || got.Postpone.Jobs != 1 ||
+		time.Duration(got.SlowItem) != 3*time.Millisecond || got.Fatal == nil || got.Fatal.Message != "m" {
+		t.Fatalf("faults %+v", got)
+	}
+	b, _ := json.Marshal(got)
+	if !strings.Contains(string(b), `"slowItem":"3ms"`) {
+		t.Fatalf("faults JSON %s", b)
+	}
+}
+
+func TestStartTestHelper(t *testing.T) {
+	e := StartTest(t, Options{})
+	req, _ := http.NewRequest(http.MethodPost, e.SiteURL("helper")+"/_api/site/ProvisionMigrationContainers", nil)
+	req.Header.Set("Authorization", "Bearer x")
+	req.Header.Set("Accept", acceptNoMeta)
+	resp, err := e.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c containers
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != 200 || !strings.Contains(c.DataContainerUri, "spr=https") {
+		t.Fatalf("%d %+v %v", resp.StatusCode, c, err)
+	}
+}

@@ -486,6 +486,9 @@ func TestProvisioningShapes(t *testing.T) {
 	if a.DataContainerUri == b.DataContainerUri || a.DataContainerUri == a.MetadataContainerUri || a.EncryptionKey == b.EncryptionKey {
 		t.Fatal("provisioning reused containers or keys")
 	}
+	if _, _, raw := f.do(http.MethodPost, "/_api/site/ProvisionMigrationContainers", acceptNoMeta, nil); bytes.Contains(raw, []byte(`\u0026`)) || !bytes.Contains(raw, []byte("&sig=")) {
+		t.Fatalf("SAS query strings are not written as SharePoint does: %s", redact(string(raw)))
+	}
 	if len(a.EncryptionKey) != 44 {
 		t.Fatalf("key %d base64 chars", len(a.EncryptionKey))
 	}

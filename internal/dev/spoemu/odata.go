@@ -58,10 +58,10 @@ func (o obj) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(m.k)
+		k, _ := marshal(m.k)
 		b.Write(k)
 		b.WriteByte(':')
-		v, err := json.Marshal(m.v)
+		v, err := marshal(m.v)
 		if err != nil {
 			return nil, err
 		}
@@ -69,6 +69,18 @@ func (o obj) MarshalJSON() ([]byte, error) {
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
+}
+
+// marshal is json.Marshal without HTML escaping: SharePoint writes & < > as they are (SAS query
+// strings are full of &).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // strList is a collection of strings (Collection(Edm.String)).
@@ -192,7 +204,7 @@ func argErrMsg(param, msg string) *spError {
 
 // writeJSON writes v with status and the flavour's content type.
 func writeJSON(w http.ResponseWriter, f flavour, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"odata.error":{"code":"-1, System.Exception","message":{"lang":"en-US","value":"serialization failed"}}}`)
 	}
