@@ -77,8 +77,8 @@ type Options struct {
 
 	// Progress, if set, is called with the running totals at most every ProgressBytes bytes or
 	// ProgressInterval (whichever comes first, checked when a block completes), and once at the end
-	// of every UploadOne and UploadAll. Calls are serialised per Uploader; Progress must not block
-	// for long.
+	// of every UploadOne and UploadAll. Calls are serialised per UploadOne or UploadAll call;
+	// Progress must not block for long.
 	Progress func(ProgressUpdate)
 
 	// ProgressBytes and ProgressInterval set the pace of Progress. Defaults 32 MiB and 2 s.

@@ -340,6 +340,9 @@ func (a *testApp) compare(path string, exp, act any, diffs *[]string) {
 			a.compare(fmt.Sprintf("%s[%d]", path, i), e[i], aa[i], diffs)
 		}
 	case string:
+		if e == "{{any}}" {
+			return
+		}
 		as, ok := act.(string)
 		if !ok || !a.patternFor(e).MatchString(as) {
 			*diffs = append(*diffs, fmt.Sprintf("%s: want %q, got %#v", path, e, act))

@@ -186,8 +186,9 @@ func (e *Emulator) contextInfo(r *http.Request, s *site) answer {
 	}}
 }
 
-// parsePathArgs reads "a=guid'…',b='x''y',c=3" or positional "('…','…')" arguments. Values are kept as
-// JSON strings; "@alias" values come from the query string.
+// parsePathArgs reads named arguments (a=guid'…', b='…', c=3) or positional ones ('…','…'). Inside a
+// quoted literal two single quotes stand for one. Values are kept as JSON strings; "@alias" values
+// come from the query string.
 func (c *call) parsePathArgs(text string) *spError {
 	parts, ok := splitArgs(text)
 	if !ok {
@@ -214,7 +215,7 @@ func (c *call) parsePathArgs(text string) *spError {
 	return nil
 }
 
-// splitArgs splits on commas outside single-quoted literals ('' escapes a quote).
+// splitArgs splits on commas outside single-quoted literals (two quotes inside a literal are one).
 func splitArgs(s string) ([]string, bool) {
 	var parts []string
 	var cur strings.Builder
@@ -239,7 +240,7 @@ func splitArgs(s string) ([]string, bool) {
 	return parts, !inQ
 }
 
-// unquoteLiteral turns guid'x', 'x' (with '' as a quote) and bare x into x.
+// unquoteLiteral turns guid'x', 'x' (two quotes inside standing for one) and bare x into x.
 func unquoteLiteral(v string) string {
 	v = strings.TrimSpace(v)
 	if len(v) >= 6 && strings.EqualFold(v[:5], "guid'") && strings.HasSuffix(v, "'") {

@@ -32,7 +32,7 @@ type Emulator struct {
 
 	blobCred  *azblob.SharedKeyCredential
 	queueCred *azqueue.SharedKeyCredential
-	blob      *azblob.Client        // shared key: SharePoint's own access to its account
+	blob      *azblob.Client         // shared key: SharePoint's own access to its account
 	queue     *azqueue.ServiceClient // shared key
 	dbID      string
 	farmID    string

@@ -424,7 +424,7 @@ func (e *Emulator) probeContainer(ctx context.Context, ref storageRef) error {
 	if err != nil {
 		return errors.New("the Azure container URI cannot be used")
 	}
-	_, err = cc.NewBlobClient(".spoemu-probe-" + newUUID()).GetProperties(ctx, nil)
+	_, err = cc.NewBlobClient(".spoemu-probe-"+newUUID()).GetProperties(ctx, nil)
 	switch {
 	case err == nil, bloberror.HasCode(err, bloberror.BlobNotFound):
 		return nil

@@ -92,8 +92,8 @@ func (e *Emulator) run(j *job) {
 			e.emit(j, crypt.EventJobPostponed, j.common(map[string]string{
 				"NextPickupTime": crypt.FormatEventTime(time.Now().Add(time.Duration(p.Delay))),
 				"SiteId":         j.site.siteID, "DbId": e.dbID,
-				"JobsInQueue":    strconv.Itoa(queued),
-				"Reason":         p.Reason,
+				"JobsInQueue": strconv.Itoa(queued),
+				"Reason":      p.Reason,
 			}))
 			if !sleep(ctx, time.Duration(p.Delay)) {
 				e.abandon(j)
@@ -1037,4 +1037,3 @@ func (p *proc) writeSummary(info JobInfo) {
 		p.e.log.Warn("job summary", "job", info.ID, "err", err)
 	}
 }
-
