@@ -184,7 +184,8 @@ func Router(h http.Handler) *mux.Router {
 }
 
 func (s *server) newRouter() *mux.Router {
-	r := mux.NewRouter()
+	// SkipClean: a path with "..", "//" or "/./" is answered 404 (no route), never redirected.
+	r := mux.NewRouter().SkipClean(true)
 	handlers := map[string]http.HandlerFunc{
 		OpCreate:     s.create,
 		OpList:       s.list,

@@ -2,7 +2,6 @@ package intake
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/spomig/spomig/internal/provision"
 )
 
 // Self-service drops name their target in blob metadata or in a spomig.json at the zip root.
@@ -212,25 +213,12 @@ func lookupFold(md map[string]string, key string) (string, bool) {
 	return "", false
 }
 
-// dropNamespace is the name-based UUID namespace of drop job ids (a random UUID, fixed forever: changing
-// it would give re-delivered triggers of existing drops new ids).
-var dropNamespace = [16]byte{0x3b, 0x6e, 0x0f, 0x52, 0x9c, 0x41, 0x4d, 0x7a, 0xa1, 0x28, 0x5e, 0x97, 0x0c, 0xd4, 0x3f, 0x86}
-
-// DropJobID is the job id of a self-service drop: a name-based (version 5) UUID of the container, the
-// blob name and the ETag (quotes ignored). Every delivery of one version of one blob maps to the same
-// job, so a re-delivered or retried trigger finds the job its first delivery created; a new version
-// (new ETag) of the same name is a new drop and a new job.
+// DropJobID is the job id of a self-service drop: provision.DropJobID of the container, the blob name
+// and the ETag without its quotes (the host and the SDK disagree on them). Every delivery of one version
+// of one blob maps to the same job, so a re-delivered or retried trigger finds the job its first delivery
+// created; a new version (new ETag) of the same name is a new drop and a new job.
 func DropJobID(container, name, etag string) string {
-	h := sha1.New()
-	h.Write(dropNamespace[:])
-	// Length-prefixed fields: no two (container, name, etag) triples share an input.
-	fmt.Fprintf(h, "%d:%s%d:%s%d:%s", len(container), container, len(name), name, len(normETag(etag)), normETag(etag))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50 // version 5
-	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	x := hex.EncodeToString(u[:])
-	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:]
+	return provision.DropJobID(container, name, normETag(etag))
 }
 
 // normETag removes the quotes (and a weak prefix) from an ETag: the host and the SDK disagree on them.

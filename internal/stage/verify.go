@@ -129,6 +129,11 @@ func checkSnapshot(ctx context.Context, bb *blockblob.Client, name, snapshot str
 	if isBlobNotFound(err) {
 		return bad(RepairSnapshot, "recorded snapshot %s does not exist", snapshot), bb, nil
 	}
+	if se := new(SASError); errors.As(storageErr("", name, err), &se) {
+		// The same SAS just read the base blob, so it is valid; some servers (Azurite, issue 1857)
+		// refuse a container SAS on ?snapshot= requests. A fresh snapshot is the safe answer.
+		return bad(RepairSnapshot, "snapshot %s cannot be read through this SAS (%d %s)", snapshot, se.StatusCode, se.Code), bb, nil
+	}
 	if err != nil {
 		return Verdict{}, nil, storageErr("get snapshot properties", name, err)
 	}

@@ -507,7 +507,7 @@ func lookupBlob(ctx context.Context, cc *container.Client, name string) (*blobIn
 			if it.Name == nil || *it.Name != name || it.Properties == nil || it.Properties.ETag == nil {
 				continue
 			}
-			info := &blobInfo{name: name, url: cc.NewBlobClient(name).URL(), etag: quoteETag(string(*it.Properties.ETag)),
+			info := &blobInfo{name: name, url: blobURI(cc.URL(), name), etag: quoteETag(string(*it.Properties.ETag)),
 				props: it.Properties, metaValues: map[string]string{}}
 			keys, vals := listedMetadata(raw, name)
 			if keys == nil {
@@ -527,6 +527,18 @@ func lookupBlob(ctx context.Context, cc *container.Client, name string) (*blobIn
 		}
 	}
 	return nil, nil
+}
+
+// blobURI is the blob's Uri as the .NET SDK builds it: each path segment escaped with Uri.EscapeDataString, the
+// slashes kept (the Go SDK escapes them as %2F). A SAS query is left out (secrets never go into payloads here;
+// the real host would include it).
+func blobURI(containerURL, name string) string {
+	u, _, _ := strings.Cut(containerURL, "?")
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = urlEncode(s)
+	}
+	return strings.TrimRight(u, "/") + "/" + strings.Join(segs, "/")
 }
 
 // listedMetadata parses the captured List Blobs XML for the metadata of one blob, keeping key case and order.

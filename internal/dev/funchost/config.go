@@ -809,8 +809,6 @@ func loadApp(appDir string, environ []string, override map[string]string) (*appC
 		if v, ok := s.get("AzureWebJobs." + fc.Name + ".Disabled"); ok {
 			if b, err := strconv.ParseBool(strings.TrimSpace(v)); err == nil {
 				fc.Disabled = b
-			} else if strings.TrimSpace(v) == "1" {
-				fc.Disabled = true
 			}
 		}
 		app.Functions = append(app.Functions, fc)

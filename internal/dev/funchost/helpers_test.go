@@ -470,3 +470,5 @@ func listBlobs(t *testing.T, containerName, prefix string) []string {
 	}
 	return out
 }
+
+func newDiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -2,7 +2,6 @@ package funchost
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -427,5 +426,3 @@ func (h *Host) queueInvocation(fn *function, m *queueMessage, queueName string) 
 	}
 	return inv
 }
-
-var errNoQueue = errors.New("no queue")

@@ -160,8 +160,8 @@ func (rt *routeTemplate) precedence() []int {
 			out[i] = 5
 		case s.optional:
 			out[i] = 4
-		case len(s.params) > 1 || !s.re.MatchString("") && len(s.params[0].constraints) > 0:
-			out[i] = 2
+		case len(s.params) > 1 || s.re.String() != "(?is)^(.+)$" || len(s.params[0].constraints) > 0:
+			out[i] = 2 // complex segment or constrained parameter
 		default:
 			out[i] = 3
 		}

@@ -499,10 +499,11 @@ func (c *call) deleteJob() (answer, *spError) {
 		e.mu.Unlock()
 	}
 	if ok {
-		j.cancel()
+		// Emit while the job still holds its key, then stop its goroutine (which forgets the key).
 		e.emitAll(j,
 			event{crypt.EventJobCancelled, j.common(map[string]string{"CancelledByUser": "true"})},
 			event{crypt.EventJobDeleted, map[string]string{"CorrelationId": j.correlationID}})
+		j.cancel()
 		e.log.Info("job deleted", "job", j.id)
 	}
 	return answer{method: c.fn.name, typeName: "Edm.Boolean", value: ok}, nil

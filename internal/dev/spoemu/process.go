@@ -119,6 +119,7 @@ func (e *Emulator) run(j *job) {
 	e.mu.Lock()
 	if j.state != StateQueued { // deleted meanwhile
 		e.mu.Unlock()
+		e.abandon(j) // forget the key
 		return
 	}
 	j.state = StateProcessing
