@@ -87,6 +87,10 @@ type Options struct {
 	RetryAfter, RetryAfterStaged time.Duration
 	// Version is the API version in the OpenAPI document (info.version). Default "dev".
 	Version string
+	// BaseURL is the public scheme://host[:port] of the app (no path), e.g.
+	// "https://"+$WEBSITE_HOSTNAME, for the absolute URLs of answers (Location, links, nextLink) and the
+	// OpenAPI host. Empty: taken from each request's forwarding headers (see baseURL).
+	BaseURL string
 
 	// Logger receives one audit line per request. Default slog.Default().
 	Logger *slog.Logger
@@ -110,6 +114,7 @@ func (o *Options) setDefaults() {
 	if o.Version == "" {
 		o.Version = DefaultVersion
 	}
+	o.BaseURL = strings.TrimRight(o.BaseURL, "/")
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -87,7 +87,7 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	v := jobView(j, baseURL(r))
+	v := jobView(j, s.baseURL(r))
 	v.Upload = &Upload{URL: uploadURL, Method: http.MethodPut, Headers: map[string]string{"x-ms-blob-type": "BlockBlob"}, ExpiresAt: expires.UTC()}
 	w.Header().Set("Location", v.Links.Self)
 	writeJSON(w, http.StatusCreated, v)
@@ -140,7 +140,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	base := baseURL(r)
+	base := s.baseURL(r)
 	out := Page{Value: make([]Job, 0, len(page))}
 	for i := range page {
 		out.Value = append(out.Value, jobView(&page[i], base))
@@ -195,7 +195,7 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, jobView(j, baseURL(r)))
+	writeJSON(w, http.StatusOK, jobView(j, s.baseURL(r)))
 }
 
 // result serves GET /api/migrations/{id}/result: 202 + Location (itself) + Retry-After while the job runs,
@@ -210,7 +210,7 @@ func (s *server) result(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	v := jobView(j, baseURL(r))
+	v := jobView(j, s.baseURL(r))
 	if !j.Terminal() {
 		after := s.opts.RetryAfter
 		switch j.State {
@@ -276,7 +276,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 				if !deleted {
-					conflict("SharePoint did not delete the job: it has probably started; follow it with GET "+jobView(j, baseURL(r)).Links.Self, 0)
+					conflict("SharePoint did not delete the job: it has probably started; follow it with GET "+jobView(j, s.baseURL(r)).Links.Self, 0)
 					return
 				}
 				deletedAt = j.SPOJobID
@@ -325,7 +325,7 @@ func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, jobView(updated, baseURL(r)))
+		writeJSON(w, http.StatusOK, jobView(updated, s.baseURL(r)))
 		return
 	}
 	s.fail(w, r, jobs.ErrConflict)
@@ -390,7 +390,7 @@ func (s *server) listLogs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Logs{Files: logFiles(files, jobView(j, baseURL(r)).Links.Logs)})
+	writeJSON(w, http.StatusOK, Logs{Files: logFiles(files, jobView(j, s.baseURL(r)).Links.Logs)})
 }
 
 // validLogName accepts a plain file name: letters, digits, '.', '-', '_', not starting with '.'.

@@ -10,7 +10,7 @@ import (
 // openAPI serves GET /api/openapi.json: the OpenAPI 2.0 (Swagger) document of the API, with host and
 // scheme as the caller reached it, ready to import as a Power Automate custom connector.
 func (s *server) openAPI(w http.ResponseWriter, r *http.Request) {
-	base := baseURL(r) // scheme://host/api
+	base := s.baseURL(r) // scheme://host/api
 	scheme, rest, _ := strings.Cut(base, "://")
 	host := strings.TrimSuffix(rest, "/api")
 	writeJSON(w, http.StatusOK, OpenAPIDocument(host, scheme, s.opts.Version))
@@ -22,7 +22,9 @@ func ref(name string) obj { return obj{"$ref": "#/definitions/" + name} }
 
 func str(desc string) obj { return obj{"type": "string", "description": desc} }
 
-func dateTime(desc string) obj { return obj{"type": "string", "format": "date-time", "description": desc} }
+func dateTime(desc string) obj {
+	return obj{"type": "string", "format": "date-time", "description": desc}
+}
 
 func integer(desc string) obj { return obj{"type": "integer", "format": "int64", "description": desc} }
 
@@ -37,7 +39,7 @@ func throttledResponse(desc string) obj {
 
 var idParam = obj{
 	"name": "id", "in": "path", "required": true, "type": "string",
-	"description": "The migration job id (a GUID) returned when the job was created.",
+	"description":  "The migration job id (a GUID) returned when the job was created.",
 	"x-ms-summary": "Job id", "x-ms-visibility": "important",
 }
 
@@ -207,7 +209,7 @@ func OpenAPIDocument(host, scheme, version string) map[string]any {
 				"produces":    []any{"application/json", "application/problem+json"},
 				"parameters": []any{
 					obj{"name": "state", "in": "query", "required": false, "type": "string",
-						"description": "Comma-separated states to keep, e.g. Queued,Running. Default: every state.",
+						"description":  "Comma-separated states to keep, e.g. Queued,Running. Default: every state.",
 						"x-ms-summary": "States", "x-ms-visibility": "advanced"},
 					obj{"name": "top", "in": "query", "required": false, "type": "integer", "format": "int32", "minimum": 1, "maximum": jobs.MaxListTop,
 						"description": "Page size (default 50).", "x-ms-summary": "Page size", "x-ms-visibility": "advanced"},

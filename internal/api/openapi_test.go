@@ -109,14 +109,14 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 
 	var doc struct {
-		Swagger             string                               `json:"swagger"`
-		Host                string                               `json:"host"`
-		BasePath            string                               `json:"basePath"`
-		Schemes             []string                             `json:"schemes"`
+		Swagger             string                                `json:"swagger"`
+		Host                string                                `json:"host"`
+		BasePath            string                                `json:"basePath"`
+		Schemes             []string                              `json:"schemes"`
 		Paths               map[string]map[string]json.RawMessage `json:"paths"`
-		Definitions         map[string]any                       `json:"definitions"`
-		SecurityDefinitions map[string]map[string]any            `json:"securityDefinitions"`
-		Security            []map[string][]string                `json:"security"`
+		Definitions         map[string]any                        `json:"definitions"`
+		SecurityDefinitions map[string]map[string]any             `json:"securityDefinitions"`
+		Security            []map[string][]string                 `json:"security"`
 	}
 	if err := json.Unmarshal(r.Body, &doc); err != nil {
 		t.Fatal(err)

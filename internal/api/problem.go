@@ -137,6 +137,9 @@ func classify(err error) problem {
 	case errors.Is(err, context.DeadlineExceeded):
 		return problem{Status: http.StatusServiceUnavailable, Slug: "timeout", Title: "Timed out",
 			Detail: "an upstream service did not answer in time; retry", RetryAfter: 5 * time.Second}
+	case errors.Is(err, context.Canceled):
+		return problem{Status: http.StatusServiceUnavailable, Slug: "cancelled", Title: "Request cancelled",
+			Detail: "the request was cancelled before it completed", RetryAfter: time.Second}
 	case errors.As(err, &rsp):
 		return problem{Status: http.StatusBadGateway, Slug: "storage-error", Title: "Storage failed",
 			Detail: fmt.Sprintf("Azure Storage answered HTTP %d", rsp.StatusCode)}

@@ -164,21 +164,32 @@ func jobView(j *jobs.Job, base string) Job {
 	return v
 }
 
-// baseURL is the absolute URL of /api as the caller reached it: scheme from X-Forwarded-Proto (or TLS),
-// host from X-Forwarded-Host (or Host). Power Automate follows Location and nextLink only when absolute.
-func baseURL(r *http.Request) string {
+// baseURL is the absolute URL of /api as the caller reached it. Power Automate follows Location and
+// nextLink only when they are absolute. With Options.BaseURL set, that is used; otherwise the scheme comes
+// from X-Forwarded-Proto, X-AppService-Proto or X-ARR-SSL (App Service's front end), else the connection,
+// and the host from X-Forwarded-Host, DISGUISED-HOST (App Service), else Host.
+func (s *server) baseURL(r *http.Request) string {
+	if s.opts.BaseURL != "" {
+		return s.opts.BaseURL + "/api"
+	}
+	first := func(h string) string { return strings.TrimSpace(strings.Split(r.Header.Get(h), ",")[0]) }
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if p := strings.ToLower(strings.TrimSpace(strings.Split(r.Header.Get("X-Forwarded-Proto"), ",")[0])); p == "http" || p == "https" {
+	if p := strings.ToLower(first("X-Forwarded-Proto")); p == "http" || p == "https" {
+		scheme = p
+	} else if p := strings.ToLower(first("X-AppService-Proto")); p == "http" || p == "https" {
 		scheme = p
 	} else if r.Header.Get("X-ARR-SSL") != "" {
 		scheme = "https"
 	}
 	host := r.Host
-	if fh := strings.TrimSpace(strings.Split(r.Header.Get("X-Forwarded-Host"), ",")[0]); fh != "" {
-		host = fh
+	for _, h := range []string{"X-Forwarded-Host", "DISGUISED-HOST"} {
+		if v := first(h); validHost(v) {
+			host = v
+			break
+		}
 	}
 	if !validHost(host) {
 		host = "localhost"

@@ -971,7 +971,6 @@ func (in *Intake) upload(ctx context.Context, jobID, etag string, dst stage.Dest
 		defer wg.Done()
 		t := time.NewTicker(in.opts.ProgressEvery)
 		defer t.Stop()
-		var last [2]int64
 		for {
 			select {
 			case <-stop:
@@ -980,10 +979,9 @@ func (in *Intake) upload(ctx context.Context, jobID, etag string, dst stage.Dest
 				return
 			case <-t.C:
 			}
+			// Also without progress: the update is the check that the job is still wanted (an unchanged
+			// record costs a read, no write).
 			cur := [2]int64{prog.files.Load(), prog.bytes.Load()}
-			if cur == last {
-				continue
-			}
 			_, err := in.opts.Jobs.Update(uctx, jobID, func(j *jobs.Job) error {
 				if j.State != jobs.StateEncrypting || j.StagingETag != etag {
 					return errJobLeft
@@ -999,8 +997,6 @@ func (in *Intake) upload(ctx context.Context, jobID, etag string, dst stage.Dest
 				if uctx.Err() == nil {
 					in.log.WarnContext(uctx, "progress update failed", "job", jobID, "error", errText(err))
 				}
-			default:
-				last = cur
 			}
 		}
 	}()

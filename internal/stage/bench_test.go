@@ -9,6 +9,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,30 +101,30 @@ func benchPipeline(b *testing.B, opts Options) {
 		return Item{Name: "Shared Documents/" + zf.Name, Size: int64(zf.UncompressedSize64),
 			Open: func() (io.ReadCloser, error) { return zf.Open() }}
 	}
-	upload := func(items ...Item) time.Duration {
-		start := time.Now()
-		if _, err := u.UploadAll(b.Context(), dst, items); err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(start)
+	// measure runs fn and adds its wall time and the process's CPU time (user + system).
+	measure := func(wall, cpu *time.Duration, fn func()) {
+		runtime.GC()
+		c0, t0 := cpuTime(), time.Now()
+		fn()
+		*wall += time.Since(t0)
+		*cpu += cpuTime() - c0
 	}
-	var tRaw, tOne, tTwo, tOneCore time.Duration
+	upload := func(items ...Item) func() {
+		return func() {
+			if _, err := u.UploadAll(b.Context(), dst, items); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var tRaw, tOne, tTwo, tOneCore, cRaw, cOne, cTwo, cOneCore time.Duration
 	b.SetBytes(benchFileSize)
 	b.ResetTimer()
 	for b.Loop() {
-		runtime.GC()
-		start := time.Now()
-		cipher.NewCBCEncrypter(blk, iv).CryptBlocks(plain, plain)
-		tRaw += time.Since(start)
-
-		runtime.GC()
-		tOne += upload(item(files[0]))
-		runtime.GC()
-		tTwo += upload(item(files[0]), item(files[1]))
-
+		measure(&tRaw, &cRaw, func() { cipher.NewCBCEncrypter(blk, iv).CryptBlocks(plain, plain) })
+		measure(&tOne, &cOne, upload(item(files[0])))
+		measure(&tTwo, &cTwo, upload(item(files[0]), item(files[1])))
 		runtime.GOMAXPROCS(1)
-		runtime.GC()
-		tOneCore += upload(item(files[0]))
+		measure(&tOneCore, &cOneCore, upload(item(files[0])))
 		runtime.GOMAXPROCS(2)
 	}
 	b.StopTimer()
@@ -136,6 +137,17 @@ func benchPipeline(b *testing.B, opts Options) {
 	b.ReportMetric(one/raw, "ratio_one_file")
 	b.ReportMetric(two/one, "ratio_two_files_vs_one")
 	b.ReportMetric(two/oneCore, "ratio_two_vs_one_core")
+	// Contention-independent figures: CPU seconds spent per file relative to raw CBC, and cores used.
+	b.ReportMetric(cRaw.Seconds()/cOne.Seconds(), "cpu_raw_over_one_file")
+	b.ReportMetric(cOne.Seconds()/tOne.Seconds(), "cores_used_one_file")
+	b.ReportMetric(cTwo.Seconds()/tTwo.Seconds(), "cores_used_two_files")
+}
+
+// cpuTime is the CPU time (user + system) of the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkAzuriteEncryptVsPlainUpload compares, in one run, this package's encrypt + upload +

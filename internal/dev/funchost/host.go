@@ -121,7 +121,7 @@ type Host struct {
 	execCtx    context.Context // cancelled after the shutdown grace: running invocations
 	execCancel context.CancelFunc
 	bg         sync.WaitGroup
-	inflight   sync.WaitGroup
+	inflight   tracker
 
 	notifyMu   sync.Mutex
 	queueWatch map[string][]chan struct{}
@@ -239,7 +239,7 @@ func (h *Host) prepare(fn *function) error {
 		return fmt.Errorf("trigger type %q is not supported by funchost", t.Type)
 	}
 	for _, b := range fn.cfg.Bindings {
-		if b == t || b.is("http") || b.is("queue") || b.is("blob") {
+		if b == t || b.is("http") || (b.out() && (b.is("queue") || b.is("blob"))) {
 			continue
 		}
 		h.log.Warn(fmt.Sprintf("Function '%s': binding %s of type %q is not supported by funchost and is ignored", fn.cfg.Name, b.Name, b.Type))
@@ -425,11 +425,12 @@ func (h *Host) Stop() error {
 }
 
 func (h *Host) shutdown() {
+	if h.pollCancel == nil {
+		return
+	}
 	h.pollCancel()
-	done := make(chan struct{})
-	go func() { h.inflight.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-h.inflight.idle():
 	case <-time.After(h.opts.ShutdownTimeout):
 		h.log.Warn("Cancelling invocations still running after the shutdown timeout")
 	}
@@ -443,6 +444,39 @@ func (h *Host) shutdown() {
 		h.worker.stop()
 	}
 	h.bg.Wait()
+}
+
+// tracker counts running invocations; unlike sync.WaitGroup it may be incremented while someone waits.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}
+}
+
+func (t *tracker) Add(d int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 && d > 0 {
+		t.zero = make(chan struct{})
+	}
+	t.n += d
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+	}
+}
+
+func (t *tracker) Done() { t.Add(-1) }
+
+// idle returns a channel that is closed when nothing runs.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.zero
 }
 
 // URL is the base URL of the HTTP listener, e.g. http://127.0.0.1:7071.

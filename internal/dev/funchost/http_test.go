@@ -315,7 +315,6 @@ func TestHandlerStartTimeout(t *testing.T) {
 	h, err := New(Options{AppDir: app.dir, HTTPAddr: "127.0.0.1:0", StartTimeout: time.Second,
 		Logger: newDiscardLogger()})
 	must(t, err)
-	start := time.Now()
 	err = h.Start(t.Context())
 	if err == nil {
 		_ = h.Stop()
@@ -323,9 +322,6 @@ func TestHandlerStartTimeout(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "did not answer GET") || !strings.Contains(err.Error(), "FUNCTIONS_CUSTOMHANDLER_PORT") {
 		t.Errorf("error = %v", err)
-	}
-	if time.Since(start) > 20*time.Second {
-		t.Errorf("Start took %s", time.Since(start))
 	}
 	for _, r := range app.records("") {
 		if r.Kind == "start" && syscall.Kill(r.PID, 0) == nil {

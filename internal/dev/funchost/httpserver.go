@@ -280,6 +280,9 @@ func (h *Host) forward(w http.ResponseWriter, r *http.Request, fn *function) {
 	}
 	req.Host = r.Host
 	h.addHostHeaders(req.Header, id)
+	if h.app.Host.Proxying {
+		req.Header.Set("x-ms-invocation-id", id) // added by the 2025 hosts' YARP proxying
+	}
 	if req.Header.Get("traceparent") == "" {
 		req.Header.Set("traceparent", newTraceparent())
 	}

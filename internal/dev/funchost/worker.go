@@ -1,7 +1,7 @@
 package funchost
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,30 +106,24 @@ func (w *worker) spawn() (chan struct{}, error) {
 	// Own process group, so that stopping ends the handler and anything it started; Pdeathsig ends it if the
 	// host dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
+	// Output is logged line by line; WaitDelay keeps a grandchild that holds the pipes open from hiding the exit.
+	cmd.Stdout = &lineLogger{log: w.log, prefix: "[handler] ", level: slog.LevelInfo}
+	cmd.Stderr = &lineLogger{log: w.log, prefix: "[handler:err] ", level: slog.LevelError}
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start custom handler %q: %w", w.argv[0], err)
 	}
 	w.log.Info(fmt.Sprintf("Started custom handler process (pid %d) on port %d: %s", cmd.Process.Pid, port, w.argv[0]))
-	var pipes sync.WaitGroup
-	pipes.Add(2)
-	go w.pump(stdout, "[handler] ", slog.LevelInfo, &pipes)
-	go w.pump(stderr, "[handler:err] ", slog.LevelError, &pipes)
 	exited := make(chan struct{})
 	w.mu.Lock()
 	w.cmd = cmd
 	w.exited = exited
+	w.pendingPort = port
 	w.mu.Unlock()
 	go func() {
-		pipes.Wait() // read all output before Wait closes the pipes
 		err := cmd.Wait()
+		cmd.Stdout.(*lineLogger).flush()
+		cmd.Stderr.(*lineLogger).flush()
 		w.mu.Lock()
 		if w.cmd == cmd && w.baseURL != "" {
 			// It was ready: callers must now wait for the next process.
@@ -145,9 +139,6 @@ func (w *worker) spawn() (chan struct{}, error) {
 		}
 		close(exited)
 	}()
-	w.mu.Lock()
-	w.pendingPort = port
-	w.mu.Unlock()
 	return exited, nil
 }
 
@@ -158,14 +149,44 @@ func exitText(err error) string {
 	return err.Error()
 }
 
-func (w *worker) pump(r io.Reader, prefix string, level slog.Level, wg *sync.WaitGroup) {
-	defer wg.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		w.log.Log(context.Background(), level, prefix+sc.Text())
+// lineLogger logs what a process writes, one record per line (lines longer than 64 KiB are split).
+type lineLogger struct {
+	log    *slog.Logger
+	prefix string
+	level  slog.Level
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			if len(l.buf) > 64<<10 {
+				l.emit(l.buf)
+				l.buf = l.buf[:0]
+			}
+			return len(p), nil
+		}
+		l.emit(l.buf[:i])
+		l.buf = l.buf[i+1:]
 	}
-	_, _ = io.Copy(io.Discard, r)
+}
+
+func (l *lineLogger) emit(line []byte) {
+	l.log.Log(context.Background(), l.level, l.prefix+string(bytes.TrimRight(line, "\r")))
+}
+
+func (l *lineLogger) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = nil
+	}
 }
 
 // waitUp polls GET / every 25 ms until any HTTP response (even 404), as IsWorkerReady does.
