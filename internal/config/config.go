@@ -67,6 +67,7 @@ type Config struct {
 	SubmitLease          time.Duration // SPOMIG_SUBMIT_LEASE
 	CallbackAllowedHosts []string      // SPOMIG_CALLBACK_ALLOWED_HOSTS
 	LogLevel             string        // SPOMIG_LOG_LEVEL
+	PublicBaseURL        string        // SPOMIG_PUBLIC_BASE_URL (default https://$WEBSITE_HOSTNAME)
 }
 
 // Auth selects how the app gets tokens for an outside service.
@@ -123,6 +124,7 @@ var Settings = []Setting{
 	{"SPOMIG_SUBMIT_LEASE", "How long a submission claim holds before another attempt may take it over.", "5m", ""},
 	{"SPOMIG_CALLBACK_ALLOWED_HOSTS", "Comma-separated hosts that job callbackUrl may use (https only).", "", "prod-00.westeurope.logic.azure.com"},
 	{"SPOMIG_LOG_LEVEL", "debug, info, warn or error.", "info", "debug"},
+	{"SPOMIG_PUBLIC_BASE_URL", "Public base URL of the app, for the absolute Location and nextLink URLs of the API.", "https://$WEBSITE_HOSTNAME in Azure; else taken from the request", "https://spomig.contoso.com"},
 }
 
 // Port reads FUNCTIONS_CUSTOMHANDLER_PORT (the only setting needed to start serving).
@@ -194,6 +196,14 @@ func Load(getenv Getenv) (*Config, error) {
 	case "debug", "info", "warn", "error":
 	default:
 		r.bad("SPOMIG_LOG_LEVEL", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	c.PublicBaseURL = strings.TrimRight(r.get("SPOMIG_PUBLIC_BASE_URL"), "/")
+	if c.PublicBaseURL == "" {
+		if h := r.get("WEBSITE_HOSTNAME"); h != "" {
+			c.PublicBaseURL = "https://" + h
+		}
+	} else if u, err := url.Parse(c.PublicBaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		r.bad("SPOMIG_PUBLIC_BASE_URL", fmt.Sprintf("%q is not an absolute http(s) URL", c.PublicBaseURL))
 	}
 	if len(r.errs) > 0 {
 		return nil, &Error{Problems: r.errs}

@@ -16,6 +16,8 @@
 //     provisioned (Provisioner.Create, Source "drop") and staged. A drop that will not be staged — not a
 //     zip, an invalid package, no target, an unusable target, a site we may not provision — gets a Failed
 //     record (Source "drop", StagingBlob set) whose FailureReason says why. Nothing is silently ignored.
+//   - The app writes nothing into the staging container itself (reports go to migration-reports, the
+//     encrypted blobs to the SPO containers), so every blob there is a package or a mistake.
 //   - Deliberately ignored, with a log line: folder markers (a name ending in "/", or metadata
 //     hdi_isfolder=true), zero-length blobs (upload placeholders: tools that create the blob first and
 //     write it afterwards trigger again with the content; failing the job on the placeholder would
@@ -67,8 +69,8 @@
 // URIs is compared with SASRenewBefore; when the SAS expire sooner (or the job has no Key Vault
 // secret), Provisioner.Reprovision provisions new containers and a new key, stores them in Key Vault
 // and the record, and everything is uploaded into the new containers. The same happens once per
-// invocation when an upload fails with an expired SAS (ErrSASExpired, or 403 AuthenticationFailed /
-// AuthorizationFailure from the SPO storage — never from the staging blob).
+// invocation when an upload fails with an expired SAS (stage.ErrSASExpired, or 403 AuthenticationFailed
+// / AuthorizationFailure from the SPO storage — never a failure to read the staging blob).
 //
 // # Secrets
 //

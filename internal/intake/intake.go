@@ -481,7 +481,7 @@ func (in *Intake) newDrop(ctx context.Context, log *slog.Logger, b *blobInfo, jo
 // is within the package limits). err is an I/O error; terr is a problem with the document.
 func readDropConfig(ra io.ReaderAt, size int64) (t DropTarget, found bool, terr, err error) {
 	zr, zerr := zip.NewReader(ra, size)
-	if zerr != nil {
+	if zerr != nil && !errors.Is(zerr, zip.ErrInsecurePath) { // migpkg.Open judged the names already
 		if isFormatError(zerr) {
 			return DropTarget{}, false, nil, nil
 		}

@@ -1,8 +1,8 @@
 package intake
 
 import (
-	"bytes"
 	"archive/zip"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/lease"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
+	"github.com/spomig/spomig/functions"
 	"github.com/spomig/spomig/internal/crypt"
 	"github.com/spomig/spomig/internal/dev/azurite"
 	"github.com/spomig/spomig/internal/jobs"
@@ -363,7 +364,7 @@ func TestInvalidPackages(t *testing.T) {
 			if !strings.HasSuffix(j.LogsBlobPrefix, "/"+job.ID+"/") {
 				t.Fatalf("LogsBlobPrefix %q", j.LogsBlobPrefix)
 			}
-			resp, err := e.reports.NewBlobClient(job.ID + "/package-problems.txt").DownloadStream(e.ctx, nil)
+			resp, err := e.reports.NewBlobClient(job.ID+"/package-problems.txt").DownloadStream(e.ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -881,3 +882,6 @@ func TestNewRequiresItsParts(t *testing.T) {
 		t.Errorf("New(Options{}) = %v", err)
 	}
 }
+
+// The adapter's interface (kept in a test: the domain does not import the adapter layer).
+var _ functions.Intake = (*Intake)(nil)

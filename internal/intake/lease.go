@@ -60,11 +60,17 @@ func acquireLease(ctx context.Context, bc *blob.Client, etag string, dur time.Du
 	default:
 		return nil, nil, fmt.Errorf("lease staging blob: %w", err)
 	}
+	l, workCtx := keepLease(ctx, lc, dur, log)
+	return l, workCtx, nil
+}
+
+// keepLease starts renewing an acquired lease of duration dur and returns the work context.
+func keepLease(ctx context.Context, lc *lease.BlobClient, dur time.Duration, log *slog.Logger) (*blobLease, context.Context) {
 	workCtx, cancel := context.WithCancelCause(ctx)
 	keepCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	l := &blobLease{lc: lc, dur: dur, log: log, stop: stop, done: make(chan struct{}), cancel: cancel}
 	go l.keep(keepCtx)
-	return l, workCtx, nil
+	return l, workCtx
 }
 
 // keep renews the lease every third of its duration; when no renewal has succeeded for two thirds of

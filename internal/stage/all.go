@@ -99,7 +99,7 @@ func (u *Uploader) UploadAll(ctx context.Context, dst Destination, items []Item)
 		var se *SourceError
 		mu.Lock()
 		switch {
-		case errors.As(err, &se) || isReadSide(err):
+		case errors.As(err, &se) || errors.Is(err, ErrSizeMismatch):
 			if srcErr == nil {
 				srcErr = err
 			}

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/url"
@@ -295,30 +296,30 @@ func (p *filePipe) drain() {
 	}
 }
 
-func (p *filePipe) fail(err error) {
-	if err == nil {
-		return
-	}
+// failRead records an error of the read side (the source, the encryption, the size checks): it is
+// the one returned, whatever the stagers report after it.
+func (p *filePipe) failRead(err error) {
 	var se *SourceError
+	if !errors.As(err, &se) && !errors.Is(err, ErrSizeMismatch) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		err = &SourceError{Blob: p.name, Err: err}
+	}
 	p.mu.Lock()
-	switch {
-	case errors.As(err, &se) || isReadSide(err):
-		if p.srcErr == nil {
-			p.srcErr = err
-		}
-	case p.ctx.Err() != nil && errors.Is(err, context.Canceled):
-		// a consequence of an earlier failure or of the caller's cancellation
-	default:
-		if p.stageErr == nil {
-			p.stageErr = err
-		}
+	if p.srcErr == nil {
+		p.srcErr = err
 	}
 	p.mu.Unlock()
 	p.cancel(err)
 }
 
-// isReadSide reports errors of the read side that are not *SourceError: the size checks.
-func isReadSide(err error) bool { return errors.Is(err, ErrSizeMismatch) }
+// failStage records an error of the storage side, unless it is the echo of an earlier cancellation.
+func (p *filePipe) failStage(err error) {
+	p.mu.Lock()
+	if p.stageErr == nil && !(p.ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+		p.stageErr = err
+	}
+	p.mu.Unlock()
+	p.cancel(err)
+}
 
 // firstErr returns the error of the file: the source's first, else the storage side's, else the
 // caller's cancellation.
@@ -403,7 +404,7 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 	for idx := 0; ctx.Err() == nil; idx++ {
 		buf, gerr := p.getBuf()
 		if gerr != nil {
-			p.fail(gerr)
+			p.failStage(gerr) // the cause of the cancellation is recorded already
 			break
 		}
 		data := (*buf)[:bs]
@@ -427,7 +428,7 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 		}
 		if rerr != nil {
 			p.putBuf(buf)
-			p.fail(rerr)
+			p.failRead(rerr)
 			break
 		}
 		if idx == 0 && eof {
@@ -449,7 +450,7 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 		}
 		if idx >= maxBlocks {
 			p.putBuf(buf)
-			p.fail(fmt.Errorf("stage: upload %q: more than %d blocks of %d bytes; declare the size", name, maxBlocks, bs))
+			p.failRead(fmt.Errorf("stage: upload %q: %w: more than %d blocks of %d bytes", name, ErrSizeMismatch, maxBlocks, bs))
 			break
 		}
 		if !hashing {
@@ -457,7 +458,7 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 			go func() {
 				defer close(hashDone)
 				for b := range hashCh {
-					whole.Write(b.data)
+					hashChunked(whole, b.data)
 					p.release(b)
 				}
 			}()
@@ -504,16 +505,27 @@ func (p *filePipe) stage(b *block) {
 	}
 	var opts blockblob.StageBlockOptions
 	if !p.u.opts.DisableBlockMD5 {
-		sum := md5.Sum(b.data)
-		opts.TransactionalValidation = blob.TransferValidationTypeMD5(sum[:])
+		h := md5.New()
+		hashChunked(h, b.data)
+		opts.TransactionalValidation = blob.TransferValidationTypeMD5(h.Sum(nil))
 	}
 	_, err := p.bb.StageBlock(p.ctx, b.id, streaming.NopCloser(bytes.NewReader(b.data)), &opts)
 	if err != nil {
-		p.fail(storageErr(fmt.Sprintf("put block %d", b.idx), p.name, err))
+		p.failStage(storageErr(fmt.Sprintf("put block %d", b.idx), p.name, err))
 		return
 	}
 	p.staged.Add(int64(len(b.data)))
 	p.tr.add(p.name, int64(len(b.data)))
+}
+
+// hashChunked writes b to h in 256 KiB pieces: the assembly of crypto/md5 cannot be preempted, so
+// one 4 MiB Write would hold off a garbage collection's stop-the-world for milliseconds.
+func hashChunked(h hash.Hash, b []byte) {
+	for len(b) > 0 {
+		n := min(len(b), 256<<10)
+		h.Write(b[:n])
+		b = b[n:]
+	}
 }
 
 // putBlob uploads a one-block ciphertext with one Put Blob.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
 
 	"github.com/spomig/spomig/internal/crypt"
 )
@@ -594,4 +596,38 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Errorf("BlockSize 1 GiB → %d", o.BlockSize)
 	}
 	t.Log(Options{}.String())
+}
+
+// TestMetadataKeyIsUpperCaseIV reads the container listing XML raw (azblob lower-cases metadata
+// keys when it parses listings, and Get canonicalises them to "Iv"): the key stored is exactly "IV",
+// on the base blob and on its snapshot.
+func TestMetadataKeyIsUpperCaseIV(t *testing.T) {
+	w := newWorld(t)
+	key := newKey(t)
+	u := w.uploader(Options{})
+	for _, size := range []int{10, 2 * testBlockSize} {
+		if _, err := u.UploadOne(t.Context(), w.dataSAS, fmt.Sprintf("case/%d", size), bytes.NewReader(testData(size, 1)), int64(size), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qp, err := sas.BlobSignatureValues{Protocol: sas.ProtocolHTTPSandHTTP, ExpiryTime: time.Now().Add(time.Hour),
+		Permissions: (&sas.ContainerPermissions{Read: true, List: true}).String(), ContainerName: containerName(w.data)}.SignWithSharedKey(w.cred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(w.data.URL() + "?restype=container&comp=list&include=metadata,snapshots&" + qp.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("list: %d %s", resp.StatusCode, body)
+	}
+	if n := strings.Count(string(body), "<IV>"); n != 4 { // 2 blobs + 2 snapshots
+		t.Errorf("%d <IV> elements in the listing, want 4:\n%s", n, body)
+	}
+	if strings.Contains(string(body), "<Iv>") || strings.Contains(string(body), "<iv>") {
+		t.Errorf("metadata key stored in another case:\n%s", body)
+	}
 }

@@ -1,0 +1,518 @@
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
+
+	"github.com/spomig/spomig/internal/crypt"
+	"github.com/spomig/spomig/internal/dev/azurite"
+	"github.com/spomig/spomig/internal/dev/devtls"
+	"github.com/spomig/spomig/internal/dev/kvemu"
+	"github.com/spomig/spomig/internal/dev/spoemu"
+	"github.com/spomig/spomig/internal/jobs"
+	"github.com/spomig/spomig/internal/migpkg"
+	"github.com/spomig/spomig/internal/spo"
+	"github.com/spomig/spomig/internal/submit"
+	"github.com/spomig/spomig/internal/vault"
+)
+
+// One HTTPS Azurite (a leaf of a dev CA) is both SharePoint's storage account, behind the SPO emulator,
+// and the app's (job table, reports container, poison queue); one Key Vault emulator serves every test.
+var env struct {
+	ca      *devtls.CA
+	storage string // connection string
+	azurite *azurite.Server
+	kv      *kvemu.Server
+}
+
+func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+
+func runMain(m *testing.M) int {
+	ca, err := devtls.New()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dev CA:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "monitor-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cert, key, err := ca.WriteServerCert(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "server cert:", err)
+		return 1
+	}
+	srv, err := azurite.Start(context.Background(), azurite.Options{CertFile: cert, KeyFile: key})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "azurite:", err)
+		return 1
+	}
+	defer srv.Stop()
+	kv, err := kvemu.Start(kvemu.Options{CA: ca})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kvemu:", err)
+		return 1
+	}
+	defer kv.Close()
+	env.ca, env.storage, env.azurite, env.kv = ca, srv.ConnectionString(), srv, kv
+	return m.Run()
+}
+
+// logBuffer captures slog output of every level, to look for secrets.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// world is one SPO emulator and one site, the app's storage, vault and job table, and a captured log.
+type world struct {
+	t        *testing.T
+	emu      *spoemu.Emulator
+	custody  *vault.Custody
+	spo      *spo.Client
+	store    *jobs.Store
+	blob     *azblob.Client
+	queue    *azqueue.ServiceClient
+	logs     *logBuffer
+	log      *slog.Logger
+	site     string // "/sites/<unique>"
+	siteURL  string
+	reports  string // reports container
+	poison   string // poison queue
+	staging  string // staging container
+	secrets  []string
+	gates    map[spoemu.Phase]chan struct{}
+	gateOnce sync.Once
+}
+
+type worldOptions struct {
+	gate bool // hold every job at PhaseQueued and PhaseProcessing until released
+	emu  func(*spoemu.Options)
+}
+
+func newWorld(t *testing.T, wo worldOptions) *world {
+	t.Helper()
+	ctx := context.Background()
+	w := &world{t: t, logs: &logBuffer{}, site: "/sites/" + azurite.UniqueName("mon"),
+		reports: azurite.UniqueName("reports"), poison: azurite.UniqueName("poison"), staging: azurite.UniqueName("staging")}
+	w.log = slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opts := spoemu.Options{CA: env.ca, StorageConnectionString: env.storage,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	if wo.gate {
+		w.gates = map[spoemu.Phase]chan struct{}{spoemu.PhaseQueued: make(chan struct{}), spoemu.PhaseProcessing: make(chan struct{})}
+		opts.Gate = func(ctx context.Context, id string, ph spoemu.Phase) error {
+			select {
+			case <-w.gates[ph]:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	if wo.emu != nil {
+		wo.emu(&opts)
+	}
+	emu, err := spoemu.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		w.release(spoemu.PhaseQueued)
+		w.release(spoemu.PhaseProcessing)
+		emu.Close()
+	})
+	w.emu, w.siteURL = emu, emu.SiteURL(w.site)
+	transport := env.ca.HTTPClient()
+	if w.custody, err = vault.New(vault.Options{VaultURL: env.kv.URL(), Credential: &kvemu.Credential{},
+		DisableChallengeResourceVerification: true, ClientOptions: azcore.ClientOptions{Transport: transport}, Logger: w.log}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(env.azurite.BlobURL)
+	qu, _ := url.Parse(env.azurite.QueueURL)
+	if w.spo, err = spo.New(spo.Options{Credential: &kvemu.Credential{}, TenantHost: strings.TrimPrefix(emu.URL(), "https://"),
+		HTTPClient: transport, AllowedStorageHosts: []string{u.Host, qu.Host}, Logger: w.log, RetryBudget: -1}); err != nil {
+		t.Fatal(err)
+	}
+	co := azcore.ClientOptions{Transport: transport}
+	if w.blob, err = azblob.NewClientFromConnectionString(env.storage, &azblob.ClientOptions{ClientOptions: co}); err != nil {
+		t.Fatal(err)
+	}
+	if w.queue, err = azqueue.NewServiceClientFromConnectionString(env.storage, &azqueue.ClientOptions{ClientOptions: co}); err != nil {
+		t.Fatal(err)
+	}
+	tables, err := aztables.NewServiceClientFromConnectionString(env.storage, &aztables.ClientOptions{ClientOptions: co})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.store, err = jobs.New(tables, jobs.Options{Table: "mon" + strings.ReplaceAll(azurite.UniqueName("t"), "-", ""),
+		Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.store.EnsureTable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.blob.CreateContainer(ctx, w.staging, nil); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// release lets the jobs pass a gate (once).
+func (w *world) release(ph spoemu.Phase) {
+	if c, ok := w.gates[ph]; ok {
+		select {
+		case <-c:
+		default:
+			close(c)
+		}
+	}
+}
+
+// monitor returns a Monitor of the world (adjust sets options).
+func (w *world) monitor(adjust func(*Options)) *Monitor {
+	w.t.Helper()
+	o := Options{Jobs: w.store, Vault: w.custody, SPO: w.spo, Storage: Storage{Blob: w.blob, Queue: w.queue},
+		ReportsContainer: w.reports, PoisonQueue: w.poison, SASTransport: env.ca.HTTPClient(), Logger: w.log,
+		SweepInterval: time.Minute}
+	if adjust != nil {
+		adjust(&o)
+	}
+	m, err := New(o)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return m
+}
+
+// runAt runs the monitor once with its clock at now+shift.
+func (w *world) runAt(shift time.Duration, adjust func(*Options)) {
+	w.t.Helper()
+	m := w.monitor(func(o *Options) {
+		o.Now = func() time.Time { return time.Now().Add(shift) }
+		if adjust != nil {
+			adjust(o)
+		}
+	})
+	if err := m.Run(context.Background(), false); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) get(id string) *jobs.Job {
+	w.t.Helper()
+	j, err := w.store.Get(context.Background(), id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return j
+}
+
+// jobOptions shape a test job.
+type jobOptions struct {
+	files    []string // file paths in the library; default two files
+	noQueue  bool     // the job reports to no queue
+	skipData int      // leave out this many content files (JobError each)
+	skipOpt  bool     // leave out Requirements.xml (a JobWarning)
+	callback string
+	noSubmit bool // stop at Staged
+}
+
+// testJob is a job of the world: provisioned, staged, submitted through the submitter.
+type testJob struct {
+	id       string
+	spoJobID string
+	key      []byte
+	meta     string // metadata container URI
+	queue    string // report queue URI ("" with noQueue)
+}
+
+// newJob provisions containers (and the site queue), stages a package as the stager does (every blob
+// encrypted with a fresh IV in its metadata, then snapshotted), keeps the secret in the vault, creates
+// the record and submits it.
+func (w *world) newJob(o jobOptions) *testJob {
+	t := w.t
+	t.Helper()
+	ctx := context.Background()
+	c, err := w.spo.ProvisionMigrationContainers(ctx, w.siteURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tj := &testJob{id: azurite.UniqueName("job"), key: bytes.Clone(c.EncryptionKey), meta: c.MetadataContainerURI}
+	if !o.noQueue {
+		q, err := w.spo.ProvisionMigrationQueue(ctx, w.siteURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tj.queue = q.JobQueueURI
+		if err := w.custody.PutQueue(ctx, w.siteURL, q.JobQueueURI, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.secrets = append(w.secrets, secretForms(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, tj.queue)...)
+	w.stage(c, o)
+	if _, err := w.custody.PutJob(ctx, tj.id, w.siteURL, vault.JobSecret{Key: c.EncryptionKey, DataContainerURI: c.DataContainerURI,
+		MetadataContainerURI: c.MetadataContainerURI, QueueURI: tj.queue, ProvisionedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.blob.UploadBuffer(ctx, w.staging, tj.id+".zip", []byte("PK staged package"), nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := &jobs.Job{ID: tj.id, SiteURL: w.siteURL, WebID: w.emu.WebID(w.site), SecretName: vault.JobSecretName(tj.id),
+		StagingBlob: jobs.BlobRef{Container: w.staging, Name: tj.id + ".zip"}, State: jobs.StateStaged, CallbackURL: o.callback}
+	if err := w.store.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if o.noSubmit {
+		return tj
+	}
+	s, err := submit.New(submit.Options{Jobs: w.store, Vault: w.custody, SPO: w.spo, Logger: w.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Submit(ctx, submit.EncodeMessage(tj.id), 1); err != nil {
+		t.Fatal(err)
+	}
+	j := w.get(tj.id)
+	if j.State != jobs.StateSubmitted {
+		t.Fatalf("job %s is %s after submission (%s)", tj.id, j.State, j.FailureReason)
+	}
+	tj.spoJobID = j.SPOJobID
+	return tj
+}
+
+// stage uploads the package of o into the containers of c.
+func (w *world) stage(c spo.Containers, o jobOptions) {
+	t := w.t
+	t.Helper()
+	ctx := context.Background()
+	files := o.files
+	if files == nil {
+		files = []string{"Reports/q1.txt", "Reports/q2.txt"}
+	}
+	b := migpkg.NewBuilder(migpkg.BuilderOptions{SiteURL: w.siteURL, WebID: w.emu.WebID(w.site)})
+	for i, p := range files {
+		content := fmt.Sprintf("file %d: %s\n", i, strings.Repeat("data ", 10*i+1))
+		if err := b.AddFile(migpkg.BuildFile{Path: p, Size: int64(len(content)), Content: strings.NewReader(content)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var zipBuf bytes.Buffer
+	if err := b.Write(&zipBuf); err != nil {
+		t.Fatal(err)
+	}
+	pkg, err := migpkg.Open(bytes.NewReader(zipBuf.Bytes()), int64(zipBuf.Len()), migpkg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pkg.Validate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	items, err := pkg.Items()
+	if err != nil {
+		t.Fatal(err)
+	}
+	co := &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}}
+	data, err := container.NewClientWithNoCredential(c.DataContainerURI, co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := container.NewClientWithNoCredential(c.MetadataContainerURI, co)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipped := 0
+	for _, it := range items {
+		if it.Container == migpkg.Data && skipped < o.skipData {
+			skipped++
+			continue
+		}
+		if o.skipOpt && it.Name == migpkg.FileRequirements {
+			continue
+		}
+		cc := data
+		if it.Container == migpkg.Metadata {
+			cc = meta
+		}
+		rc, err := it.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bb := cc.NewBlockBlobClient(it.Name)
+		upload(t, bb, rc, c.EncryptionKey)
+		rc.Close()
+		if _, err := bb.CreateSnapshot(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// upload encrypts plain with key and a fresh IV and uploads it with the IV metadata.
+func upload(t *testing.T, bb *blockblob.Client, plain io.Reader, key []byte) {
+	t.Helper()
+	iv, err := crypt.NewIV()
+	if err != nil {
+		t.Fatal(err)
+	}
+	er, err := crypt.NewEncryptReader(plain, key, iv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ivText := base64.StdEncoding.EncodeToString(iv)
+	if _, err := bb.UploadStream(context.Background(), er, &blockblob.UploadStreamOptions{Metadata: map[string]*string{"IV": &ivText}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wait waits for the emulator to end a job.
+func (w *world) wait(tj *testJob) spoemu.JobInfo {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	info, err := w.emu.WaitJob(ctx, tj.spoJobID)
+	if err != nil {
+		w.t.Fatalf("wait for job %s: %v", tj.spoJobID, err)
+	}
+	return info
+}
+
+// waitEvent waits until the emulator has emitted an event of the job.
+func (w *world) waitEvent(tj *testJob, name string) {
+	w.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, e := range w.emu.Events(tj.spoJobID) {
+			if strings.Contains(e, `"Event":"`+name+`"`) {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.t.Fatalf("no %s event: %v", name, w.emu.Events(tj.spoJobID))
+}
+
+// queueCount is the approximate number of messages in a queue (visible or not), through the account key.
+func (w *world) queueCount(queueURI string) int {
+	w.t.Helper()
+	u, err := url.Parse(queueURI)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	name := u.Path[strings.LastIndex(u.Path, "/")+1:]
+	p, err := w.queue.NewQueueClient(name).GetProperties(context.Background(), nil)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return int(*p.ApproximateMessagesCount)
+}
+
+// checkNoSecrets fails when a key or a SAS signature of the world's jobs is in the captured logs.
+func (w *world) checkNoSecrets() {
+	w.t.Helper()
+	text := w.logs.String()
+	if text == "" {
+		w.t.Fatal("nothing was logged")
+	}
+	for _, s := range w.secrets {
+		if strings.Contains(text, s) {
+			w.t.Fatalf("the logs contain a secret (%.6s…)", s)
+		}
+	}
+	if i := strings.Index(strings.ToLower(text), "sig="); i >= 0 && !strings.HasPrefix(text[i+4:], "REDACTED") {
+		w.t.Fatalf("the logs contain a signature: %.80s", text[i:])
+	}
+}
+
+// secretForms lists the textual forms of a key and of the signatures of URIs.
+func secretForms(t *testing.T, key []byte, uris ...string) []string {
+	t.Helper()
+	out := []string{base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key), base64.RawStdEncoding.EncodeToString(key)}
+	for _, u := range uris {
+		if u == "" {
+			continue
+		}
+		p, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sig := p.Query().Get("sig"); sig != "" {
+			out = append(out, sig, url.QueryEscape(sig))
+		}
+	}
+	return out
+}
+
+// readBlob reads a blob of the app's storage.
+func (w *world) readBlob(containerName, name string) []byte {
+	w.t.Helper()
+	resp, err := w.blob.DownloadStream(context.Background(), containerName, name, nil)
+	if err != nil {
+		w.t.Fatalf("read %s/%s: %v", containerName, name, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return b
+}
+
+// emulatorLog reads and decrypts a log blob the emulator wrote to the job's metadata container.
+func (w *world) emulatorLog(tj *testJob, name string) ([]byte, bool) {
+	w.t.Helper()
+	cc, err := container.NewClientWithNoCredential(tj.meta, &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp, err := cc.NewBlobClient(name).DownloadStream(context.Background(), nil)
+	if err != nil {
+		if storageStatus(err) == 404 {
+			return nil, false
+		}
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ct, err := io.ReadAll(resp.Body)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	iv, err := crypt.ParseIV(metaValue(resp.Metadata, "IV"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	plain, err := crypt.DecryptBytes(ct, tj.key, iv)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return plain, true
+}
