@@ -2,6 +2,7 @@ package functions
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -16,10 +17,13 @@ import (
 // EncryptBlobBinding is the trigger binding name of EncryptBlobTrigger/function.json.
 const EncryptBlobBinding = "package"
 
-// BlobProperties is the part of Metadata.Properties the adapter uses.
+// BlobProperties is the part of Metadata.Properties the adapter uses. The host serializes the SDK's
+// BlobProperties with JObject.FromObject: ETag is a struct there and may arrive as a string or as an
+// object ({} when its members are not public), so it is read leniently; ContentLength may be a number
+// or a string.
 type BlobProperties struct {
-	ETag          string `json:"ETag"`
-	ContentLength int64  `json:"ContentLength"`
+	ETag          json.RawMessage `json:"ETag"`
+	ContentLength json.RawMessage `json:"ContentLength"`
 }
 
 // BlobTrigger is a decoded blob-trigger invocation.
@@ -47,7 +51,12 @@ func DecodeBlobTrigger(req *InvokeRequest) (*BlobTrigger, error) {
 	if _, err := req.MetaObject("Properties", &props); err != nil {
 		return nil, err
 	}
-	bt.ETag, bt.Size = props.ETag, props.ContentLength
+	if len(props.ETag) > 0 && props.ETag[0] == '"' {
+		bt.ETag, _ = DecodeString(props.ETag) // "" when unusable: the intake reads the current ETag itself
+	}
+	if len(props.ContentLength) > 0 {
+		bt.Size, _ = DecodeInt(props.ContentLength)
+	}
 	if _, err := req.MetaObject("Metadata", &bt.Metadata); err != nil {
 		return nil, err
 	}

@@ -130,7 +130,9 @@ func TestTriggersDecodeHostPayloads(t *testing.T) {
 		desc, function, fixture, want string
 	}{
 		{"blob, dataType binary, path-style Azurite Uri", EncryptBlobTrigger, "blob_binary.json",
-			`blob migration-staging|0f6c1f55-2d7e-4c1e-9b7e-0a3a2b1c4d5e.zip|"0x8DD1234567890AB"`},
+			`blob migration-staging|0f6c1f55-2d7e-4c1e-9b7e-0a3a2b1c4d5e.zip|0x8DD1234567890AB`},
+		{"blob, ETag serialized as an object (as the .NET struct may be)", EncryptBlobTrigger, "blob_etag_object.json",
+			`blob migration-staging|report.zip|`},
 		{"queue, double-encoded text and DequeueCount as a string", SubmitQueueTrigger, "queue.json",
 			`submit {"jobId":"0f6c1f55-2d7e-4c1e-9b7e-0a3a2b1c4d5e"}|2`},
 		{"timer with status, past due", MonitorTimer, "timer.json", "monitor pastdue"},

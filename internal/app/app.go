@@ -11,7 +11,14 @@ import (
 	"sync"
 
 	"github.com/spomig/spomig/functions"
+	"github.com/spomig/spomig/internal/api"
 	"github.com/spomig/spomig/internal/config"
+	"github.com/spomig/spomig/internal/intake"
+	"github.com/spomig/spomig/internal/migpkg"
+	"github.com/spomig/spomig/internal/monitor"
+	"github.com/spomig/spomig/internal/provision"
+	"github.com/spomig/spomig/internal/stage"
+	"github.com/spomig/spomig/internal/submit"
 )
 
 // Version is the handler's version, reported in GET / and in the SharePoint User-Agent.
@@ -110,8 +117,77 @@ type services struct {
 }
 
 func newServices(ctx context.Context, cfg *config.Config, log *slog.Logger) (*services, error) {
-	_ = ctx
-	_ = cfg
-	_ = log
-	return &services{}, nil
+	c, err := newClients(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	prov, err := provision.New(provision.Options{
+		Jobs: c.jobs, SPO: c.spo, Vault: c.vault,
+		Policy:           provision.Policy{AllowedSiteHosts: cfg.AllowedSiteHosts, CallbackAllowedHosts: cfg.CallbackAllowedHosts},
+		Storage:          cfg.Storage,
+		StagingContainer: cfg.StagingContainer,
+		UploadURLTTL:     cfg.UploadURLTTL,
+		RenewBefore:      cfg.SASRenewBefore,
+		Logger:           log.With("component", "provision"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	reports := c.blob.ServiceClient().NewContainerClient(cfg.ReportsContainer)
+	apiHandler := api.New(api.Options{
+		Jobs: c.jobs, Provisioner: prov, SPO: c.spo,
+		Reports:          api.NewBlobReports(reports),
+		ReportsContainer: cfg.ReportsContainer,
+		Version:          Version,
+		BaseURL:          cfg.PublicBaseURL,
+		Logger:           log.With("component", "api"),
+	})
+	uploader := stage.NewUploader(stage.Options{
+		BlockSize:   cfg.UploadBlockSize,
+		Concurrency: cfg.UploadConcurrency,
+		Logger:      log.With("component", "stage"),
+	})
+	in, err := intake.New(intake.Options{
+		Jobs: c.jobs, Vault: c.vault, Provisioner: prov, Uploader: uploader,
+		Staging:     c.blob.ServiceClient().NewContainerClient(cfg.StagingContainer),
+		SubmitQueue: c.queue.NewQueueClient(cfg.SubmitQueue),
+		Reports:     reports,
+		Package: migpkg.Options{
+			MaxTotalSize:        cfg.MaxPackageSize,
+			MaxEntries:          cfg.MaxEntries,
+			MaxCompressionRatio: int64(cfg.MaxCompressionRatio),
+		},
+		SASRenewBefore: cfg.SASRenewBefore,
+		Logger:         log.With("component", "intake"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	sub, err := submit.New(submit.Options{
+		Jobs: c.jobs, Vault: c.vault, SPO: c.spo,
+		Lease:           cfg.SubmitLease,
+		MaxDequeueCount: int64(cfg.MaxDequeueCount),
+		Logger:          log.With("component", "submit"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	mon, err := monitor.New(monitor.Options{
+		Jobs: c.jobs, Vault: c.vault, SPO: c.spo,
+		Storage:              monitor.Storage{Blob: c.blob, Queue: c.queue},
+		ReportsContainer:     cfg.ReportsContainer,
+		PoisonQueue:          cfg.SubmitQueue + "-poison",
+		Sources:              cfg.MonitorSources,
+		Budget:               cfg.MonitorBudget,
+		StuckAfter:           cfg.StuckAfter,
+		UnknownMessageMaxAge: cfg.UnknownMessageMaxAge,
+		Retention:            cfg.Retention,
+		MaxDequeueCount:      cfg.MaxDequeueCount,
+		CallbackAllowedHosts: cfg.CallbackAllowedHosts,
+		Logger:               log.With("component", "monitor"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &services{api: apiHandler, intake: in, submitter: sub, monitor: mon}, nil
 }

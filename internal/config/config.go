@@ -7,9 +7,12 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +71,7 @@ type Config struct {
 	CallbackAllowedHosts []string      // SPOMIG_CALLBACK_ALLOWED_HOSTS
 	LogLevel             string        // SPOMIG_LOG_LEVEL
 	PublicBaseURL        string        // SPOMIG_PUBLIC_BASE_URL (default https://$WEBSITE_HOSTNAME)
+	MaxDequeueCount      int           // host.json extensions.queues.maxDequeueCount (or its AzureFunctionsJobHost__ override)
 }
 
 // Auth selects how the app gets tokens for an outside service.
@@ -112,9 +116,9 @@ var Settings = []Setting{
 	{"SPOMIG_UPLOAD_CONCURRENCY", "Files encrypted and uploaded in parallel. Memory: concurrency x block size.", "2", "4"},
 	{"SPOMIG_UPLOAD_BLOCK_SIZE", "Block size of the encrypted uploads, in bytes (1 MiB..100 MiB).", "4194304", "8388608"},
 	{"SPOMIG_UPLOAD_URL_TTL", "Lifetime of the staging upload SAS URL handed to callers.", "1h", "30m"},
-	{"SPOMIG_MAX_PACKAGE_SIZE", "Largest total uncompressed package size, in bytes.", "268435456000", ""},
-	{"SPOMIG_MAX_ENTRIES", "Most zip entries in one package.", "100000", ""},
-	{"SPOMIG_MAX_COMPRESSION_RATIO", "Highest compression ratio of one zip entry (zip-bomb guard).", "1000", ""},
+	{"SPOMIG_MAX_PACKAGE_SIZE", "Largest total uncompressed package size, in bytes.", "274877906944", "16106127360"},
+	{"SPOMIG_MAX_ENTRIES", "Most zip entries in one package. Memory: each entry's directory record is held while the package is processed.", "50000", ""},
+	{"SPOMIG_MAX_COMPRESSION_RATIO", "Highest compression ratio of one zip entry (zip-bomb guard).", "100", ""},
 	{"SPOMIG_SAS_RENEW_BEFORE", "Re-provision containers when their SAS expires sooner than this.", "12h", ""},
 	{"SPOMIG_MONITOR_SOURCES", "Event sources of the monitor: queue, progress, or both.", "queue,progress", "progress"},
 	{"SPOMIG_MONITOR_BUDGET", "Time budget of one monitor run (well below functionTimeout).", "45s", ""},
@@ -179,9 +183,10 @@ func Load(getenv Getenv) (*Config, error) {
 	c.UploadConcurrency = int(r.integer("SPOMIG_UPLOAD_CONCURRENCY", 2, 1, 64))
 	c.UploadBlockSize = r.integer("SPOMIG_UPLOAD_BLOCK_SIZE", 4<<20, 1<<20, 100<<20)
 	c.UploadURLTTL = r.duration("SPOMIG_UPLOAD_URL_TTL", time.Hour)
-	c.MaxPackageSize = r.integer("SPOMIG_MAX_PACKAGE_SIZE", 250<<30, 1, 1<<50)
-	c.MaxEntries = int(r.integer("SPOMIG_MAX_ENTRIES", 100000, 1, 10_000_000))
-	c.MaxCompressionRatio = int(r.integer("SPOMIG_MAX_COMPRESSION_RATIO", 1000, 1, 1<<20))
+	c.MaxPackageSize = r.integer("SPOMIG_MAX_PACKAGE_SIZE", 256<<30, 1, 1<<50)
+	c.MaxEntries = int(r.integer("SPOMIG_MAX_ENTRIES", 50_000, 1, 10_000_000))
+	c.MaxCompressionRatio = int(r.integer("SPOMIG_MAX_COMPRESSION_RATIO", 100, 1, 1<<20))
+	c.MaxDequeueCount = r.maxDequeueCount()
 	c.SASRenewBefore = r.duration("SPOMIG_SAS_RENEW_BEFORE", 12*time.Hour)
 
 	c.MonitorSources = r.list("SPOMIG_MONITOR_SOURCES", []string{"queue", "progress"}, []string{"queue", "progress"})
@@ -380,6 +385,32 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// maxDequeueCount is the host's maxDequeueCount, which the submitter and the monitor must know: the
+// AzureFunctionsJobHost__extensions__queues__maxDequeueCount override, else host.json in the app root
+// (FUNCTIONS_APP_ROOT_PATH, else the working directory), else the host's default 5.
+func (r *reader) maxDequeueCount() int {
+	const name = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
+	if r.get(name) != "" {
+		return int(r.integer(name, 5, 1, 1000))
+	}
+	root := r.get("FUNCTIONS_APP_ROOT_PATH")
+	b, err := os.ReadFile(filepath.Join(root, "host.json"))
+	if err != nil {
+		return 5
+	}
+	var hj struct {
+		Extensions struct {
+			Queues struct {
+				MaxDequeueCount int `json:"maxDequeueCount"`
+			} `json:"queues"`
+		} `json:"extensions"`
+	}
+	if err := json.Unmarshal(b, &hj); err != nil || hj.Extensions.Queues.MaxDequeueCount <= 0 {
+		return 5
+	}
+	return hj.Extensions.Queues.MaxDequeueCount
 }
 
 func (r *reader) auth(prefix, def string) Auth {

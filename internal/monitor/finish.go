@@ -15,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 
 	"github.com/spomig/spomig/internal/jobs"
+	"github.com/spomig/spomig/internal/vault"
 )
 
 // finishEnded does the end-of-job work for the jobs that ended in this run.
@@ -42,9 +43,13 @@ func (r *run) sweepDue(pastDue bool) bool {
 		last == 0 || time.Since(time.Unix(0, last)) >= iv
 }
 
-// sweep visits the ended jobs that were not cleaned up or still owe a callback.
+// sweep visits the ended jobs that were not cleaned up or still owe a callback, then drains the report
+// queues of their sites that this run has not read (late or repeated events of ended jobs would
+// otherwise stay there until a new job of the site starts, or they expire).
 func (r *run) sweep(ctx context.Context) {
 	r.m.lastSweep.Store(time.Now().UnixNano())
+	var recent []*jobs.Job
+	seen := map[string]bool{}
 	for j, err := range r.m.opts.Jobs.All(ctx, jobs.StateCompleted, jobs.StateCompletedWithErrors, jobs.StateFailed, jobs.StateCancelled) {
 		if err != nil {
 			r.log.WarnContext(ctx, "cannot list ended jobs", "err", err.Error())
@@ -53,14 +58,22 @@ func (r *run) sweep(ctx context.Context) {
 		if !r.before(0.95) {
 			return
 		}
-		if r.pending(ctx, j) {
-			r.finish(ctx, j)
+		if !r.pending(j) {
+			continue
 		}
+		r.finish(ctx, j)
+		if site := vault.NormalizeSite(j.SiteURL); r.m.useQueue && j.SPOJobID != "" && j.CleanedUpAt.IsZero() && !seen[site] {
+			seen[site] = true
+			recent = append(recent, &jobs.Job{ID: j.ID, SiteURL: j.SiteURL})
+		}
+	}
+	if len(recent) > 0 {
+		r.drainQueues(ctx, recent, 0.95)
 	}
 }
 
 // pending reports whether an ended job still has work: logs, callback or clean-up.
-func (r *run) pending(ctx context.Context, j *jobs.Job) bool {
+func (r *run) pending(j *jobs.Job) bool {
 	if !j.CleanedUpAt.IsZero() {
 		return r.callbackPending(j)
 	}

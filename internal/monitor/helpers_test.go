@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -61,7 +64,12 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "server cert:", err)
 		return 1
 	}
-	srv, err := azurite.Start(context.Background(), azurite.Options{CertFile: cert, KeyFile: key})
+	var srv *azurite.Server
+	for try := 0; try < 3; try++ { // free ports are picked before Azurite binds them: another process may win
+		if srv, err = azurite.Start(context.Background(), azurite.Options{CertFile: cert, KeyFile: key}); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "azurite:", err)
 		return 1
@@ -515,4 +523,46 @@ func (w *world) emulatorLog(tj *testJob, name string) ([]byte, bool) {
 		w.t.Fatal(err)
 	}
 	return plain, true
+}
+
+// callbackServer is a callback target answering the given statuses in turn (the last one repeats).
+type callbackServer struct {
+	url, host string
+	client    *http.Client
+	mu        sync.Mutex
+	statuses  []int
+	bodies    []Report
+}
+
+func newCallbackServer(t *testing.T, statuses ...int) *callbackServer {
+	t.Helper()
+	cb := &callbackServer{statuses: statuses}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var rep Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil || r.Method != http.MethodPost {
+			rw.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		cb.mu.Lock()
+		n := len(cb.bodies)
+		cb.bodies = append(cb.bodies, rep)
+		status := cb.statuses[min(n, len(cb.statuses)-1)]
+		cb.mu.Unlock()
+		rw.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	cb.url, cb.host, cb.client = srv.URL, strings.TrimPrefix(srv.URL, "https://"), srv.Client()
+	return cb
+}
+
+func (cb *callbackServer) count() int {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	return len(cb.bodies)
+}
+
+func (cb *callbackServer) last() Report {
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	return cb.bodies[len(cb.bodies)-1]
 }

@@ -35,8 +35,12 @@ const (
 	uploadBlockSize = 1 << 20
 )
 
-// errLogsNotYet: no log exists yet and the job ended less than LogGrace ago.
-var errLogsNotYet = errors.New("no import log yet")
+var (
+	// errLogsNotYet: no log exists yet and the job ended less than LogGrace ago.
+	errLogsNotYet = errors.New("no import log yet")
+	// errLogsUnavailable: the metadata container refuses its SAS (expired or revoked) or is gone.
+	errLogsUnavailable = errors.New("the metadata container is no longer readable")
+)
 
 var numberedLogRE = regexp.MustCompile(`(?i)^Import-(.+)-([0-9]+)\.(log|err|wrn)$`)
 
@@ -109,8 +113,12 @@ func (r *run) storeLogs(ctx context.Context, j *jobs.Job) error {
 	csvErr = cw.Write(itemsHeader)
 
 	files, copyErr := 0, error(nil)
+	unavailable := ""
 	if meta != nil {
 		files, copyErr = r.copyLogs(ctx, j, meta, key, reports, prefix, emit)
+		if errors.Is(copyErr, errLogsUnavailable) {
+			unavailable, copyErr = copyErr.Error(), nil
+		}
 	}
 	if rows == 0 && copyErr == nil { // no item from the logs: the details kept on the record
 		for _, f := range j.FirstErrors {
@@ -135,13 +143,16 @@ func (r *run) storeLogs(ctx context.Context, j *jobs.Job) error {
 	if csvErr != nil {
 		return fmt.Errorf("write items.csv: %w", csvErr)
 	}
-	if files == 0 && meta != nil && !j.EndedAt.IsZero() && r.now().Sub(j.EndedAt) < r.m.opts.LogGrace {
+	if files == 0 && meta != nil && unavailable == "" && !j.EndedAt.IsZero() && r.now().Sub(j.EndedAt) < r.m.opts.LogGrace {
 		return errLogsNotYet
 	}
 
 	what := fmt.Sprintf("%s%d log files, %d items", noteLogs, files, rows)
-	if meta == nil {
+	switch {
+	case meta == nil:
 		what = noteLogs + "the job secret is gone: items.csv from the events only"
+	case unavailable != "":
+		what = fmt.Sprintf("%s%d log files, %d items (%s)", noteLogs, files, rows, unavailable)
 	}
 	_, err = r.update(ctx, j.ID, func(j *jobs.Job) error {
 		if j.LogsBlobPrefix == "" {
@@ -224,7 +235,10 @@ func (r *run) copyLog(ctx context.Context, meta *container.Client, key []byte, r
 	kind jobs.ItemKind, parse bool, emit func(itemRow)) (bool, error) {
 	resp, err := meta.NewBlobClient(name).DownloadStream(ctx, nil)
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.BlobNotFound) || storageStatus(err) == 404 {
+		switch {
+		case bloberror.HasCode(err, bloberror.ContainerNotFound), storageStatus(err) == 403:
+			return false, fmt.Errorf("%w: %s", errLogsUnavailable, errText(err))
+		case bloberror.HasCode(err, bloberror.BlobNotFound), storageStatus(err) == 404:
 			return false, nil
 		}
 		return false, fmt.Errorf("download %s: %s", name, errText(err))

@@ -108,8 +108,9 @@ type Options struct {
 	// Sources are the event sources: "queue", "progress" or both (SPOMIG_MONITOR_SOURCES). Default both.
 	Sources []string
 	// Budget bounds one run (SPOMIG_MONITOR_BUDGET); keep it well below the function timeout and the
-	// timer period. Default 45s. Phases stop starting new work at fixed fractions of it (queues 40%,
-	// progress 65%, status checks 75%, ended jobs 90%); work under way is cut at 100%.
+	// timer period. Default 45s. Phases stop starting new work at fixed fractions of it (poison queue
+	// 15%, report queues 40%, progress 65%, status checks 75%, ended jobs 90%, sweep 95%); work under
+	// way is cut at 100% and done again by a later run.
 	Budget time.Duration
 	// StuckAfter is how long an active job may go without an event before GetMigrationJobStatus is asked
 	// (SPOMIG_STUCK_AFTER). Default 6h.
@@ -137,8 +138,9 @@ type Options struct {
 	LogGrace time.Duration
 	// SweepInterval is how often a run also visits the ended jobs that still have work (logs not
 	// stored, callback pending, clean-up due): in the first minute of every interval, on a past-due run
-	// and on the first run of a process. Default 15m. Every visit lists the ended jobs that were not
-	// cleaned up (a page of 100 records at a time).
+	// and on the first run of a process. Default 15m. A visit lists every ended job, a page of 100
+	// records at a time (the table has no index of the jobs not cleaned up), so it costs one read per
+	// ended job kept in the table.
 	SweepInterval time.Duration
 	// MaxProgressPages bounds the GetMigrationJobProgress pages read per job and run. Default 20.
 	MaxProgressPages int
@@ -254,7 +256,7 @@ func New(opts Options) (*Monitor, error) {
 	case opts.Storage.Blob == nil || opts.Storage.Queue == nil:
 		return nil, errors.New("monitor: Storage.Blob and Storage.Queue are required")
 	}
-	m := &Monitor{opts: opts, log: opts.Logger.With("component", "monitor")}
+	m := &Monitor{opts: opts, log: opts.Logger}
 	for _, s := range opts.Sources {
 		switch strings.ToLower(strings.TrimSpace(s)) {
 		case SourceQueue:
@@ -294,7 +296,7 @@ func (m *Monitor) Run(ctx context.Context, pastDue bool) error {
 		return fmt.Errorf("monitor: list active jobs: %w", err)
 	}
 	if m.useQueue {
-		r.drainQueues(ctx, active)
+		r.drainQueues(ctx, active, 0.4)
 	}
 	if m.useProgress {
 		r.pollProgress(ctx, active)
@@ -318,14 +320,15 @@ type run struct {
 	start    time.Time // real clock
 	deadline time.Time // real clock
 
-	jobs    map[string]*jobs.Job // latest known record per job id
-	order   []string             // active job ids, listing order
-	bySPO   map[string]string    // lower-case SPO job id → job id ("" when unknown)
-	secrets map[string]*vault.JobSecret
-	secErrs map[string]error
-	ended   []string // jobs that reached a terminal state in this run
-	gone    map[string]error // GetMigrationJobProgress: job not found / status expired
-	stopSPO bool             // SharePoint throttled us beyond the client's budget: no more calls this run
+	jobs      map[string]*jobs.Job // latest known record per job id
+	bySPO     map[string]string    // lower-case SPO job id → job id ("" when unknown)
+	secrets   map[string]*vault.JobSecret
+	secErrs   map[string]error
+	ended     []string         // jobs that reached a terminal state in this run
+	gone      map[string]error // GetMigrationJobProgress: job not found / status expired
+	drained   map[string]bool  // report queues read in this run (queueKey)
+	sitesRead map[string]bool  // sites whose queue secret was read in this run
+	stopSPO   bool             // SharePoint throttled us beyond the client's budget: no more calls this run
 
 	stats struct {
 		events, deleted, left, ended, logs, callbacks, cleaned, poison int
@@ -336,7 +339,7 @@ func newRun(m *Monitor) *run {
 	now := time.Now()
 	return &run{m: m, log: m.log, start: now, deadline: now.Add(m.opts.Budget),
 		jobs: map[string]*jobs.Job{}, bySPO: map[string]string{}, secrets: map[string]*vault.JobSecret{},
-		secErrs: map[string]error{}, gone: map[string]error{}}
+		secErrs: map[string]error{}, gone: map[string]error{}, drained: map[string]bool{}, sitesRead: map[string]bool{}}
 }
 
 // close zeroes the keys read in the run.
@@ -362,7 +365,6 @@ func (r *run) listActive(ctx context.Context) ([]*jobs.Job, error) {
 			return nil, err
 		}
 		r.track(j)
-		r.order = append(r.order, j.ID)
 		out = append(out, j)
 	}
 	return out, nil

@@ -17,16 +17,16 @@ func (r *run) pollProgress(ctx context.Context, active []*jobs.Job) {
 			return
 		}
 		if j := r.current(a.ID); j != nil && !j.Terminal() && j.SPOJobID != "" {
-			r.pollJob(ctx, j)
+			r.pollJob(ctx, j, 0.65)
 		}
 	}
 }
 
 // pollJob reads the job's progress pages from its stored token, applying each page and storing the
 // next token in one update, until nothing is new (the same token comes back), MaxProgressPages or the
-// budget. Not found and expired answers are remembered for the status check.
-func (r *run) pollJob(ctx context.Context, j *jobs.Job) {
-	for page := 0; page < r.m.opts.MaxProgressPages && ctx.Err() == nil; page++ {
+// fraction until of the budget. Not found and expired answers are remembered for the status check.
+func (r *run) pollJob(ctx context.Context, j *jobs.Job, until float64) {
+	for page := 0; page < r.m.opts.MaxProgressPages && r.before(until); page++ {
 		tok := j.ProgressToken
 		p, err := r.m.opts.SPO.GetMigrationJobProgress(ctx, j.SiteURL, j.SPOJobID, tok)
 		switch {
@@ -82,7 +82,10 @@ func (r *run) checkStuck(ctx context.Context, active []*jobs.Job) {
 		}
 		now := r.now()
 		quiet := latest(j.LastEventAt, enteredAt(j, jobs.StateSubmitted), lastNoteAt(j, noteStatusCheck))
-		if quiet.IsZero() || now.Sub(quiet) < r.m.opts.StuckAfter {
+		if quiet.IsZero() { // the submission fell out of the capped history before any event
+			quiet = j.CreatedAt
+		}
+		if now.Sub(quiet) < r.m.opts.StuckAfter {
 			continue
 		}
 		r.checkJob(ctx, j, now.Sub(quiet))
@@ -119,7 +122,7 @@ func (r *run) checkJob(ctx context.Context, j *jobs.Job, silent time.Duration) {
 	}
 	// None: one last look at the progress log for an end we missed.
 	if _, gone := r.gone[j.ID]; !gone && !r.m.useProgress {
-		r.pollJob(ctx, j)
+		r.pollJob(ctx, j, 0.8)
 		if cur := r.current(j.ID); cur != nil && cur.Terminal() {
 			return
 		}

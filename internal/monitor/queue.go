@@ -23,22 +23,22 @@ const batchSize = 32
 // errUnknownJob: a report-queue message of a job we do not know (another app may share the queue).
 var errUnknownJob = errors.New("message of an unknown job")
 
-// drainQueues reads the report queue of every site with active jobs: the site's queue secret, and the
+// drainQueues reads the report queue of every site of the given jobs: the site's queue secret, and the
 // queue a job secret names when its site has none (spomig's provisioning puts the site's queue in the
-// job secret, so they are normally the same queue).
-func (r *run) drainQueues(ctx context.Context, active []*jobs.Job) {
+// job secret, so they are normally the same queue). A queue is drained once per run; no new batch is
+// started once the fraction until of the budget has elapsed.
+func (r *run) drainQueues(ctx context.Context, list []*jobs.Job, until float64) {
 	type queue struct{ uri, site string }
 	var queues []queue
-	seen := map[string]bool{}
 	add := func(uri, site string) {
-		if k := queueKey(uri); k != "" && !seen[k] {
-			seen[k] = true
+		if k := queueKey(uri); k != "" && !r.drained[k] {
+			r.drained[k] = true
 			queues = append(queues, queue{uri, site})
 		}
 	}
 	bySite := map[string][]*jobs.Job{}
 	var sites []string
-	for _, j := range active {
+	for _, j := range list {
 		s := vault.NormalizeSite(j.SiteURL)
 		if _, ok := bySite[s]; !ok {
 			sites = append(sites, s)
@@ -46,6 +46,10 @@ func (r *run) drainQueues(ctx context.Context, active []*jobs.Job) {
 		bySite[s] = append(bySite[s], j)
 	}
 	for _, site := range sites {
+		if r.sitesRead[site] {
+			continue
+		}
+		r.sitesRead[site] = true
 		uri, err := r.m.opts.Vault.GetQueue(ctx, bySite[site][0].SiteURL)
 		switch {
 		case err == nil:
@@ -61,10 +65,10 @@ func (r *run) drainQueues(ctx context.Context, active []*jobs.Job) {
 		}
 	}
 	for _, q := range queues {
-		if !r.before(0.4) {
+		if !r.before(until) {
 			return
 		}
-		r.drainQueue(ctx, q.uri, q.site)
+		r.drainQueue(ctx, q.uri, q.site, until)
 	}
 }
 
@@ -77,14 +81,14 @@ func queueKey(uri string) string {
 	return strings.ToLower(u.Scheme + "://" + u.Host + strings.TrimRight(u.Path, "/"))
 }
 
-func (r *run) drainQueue(ctx context.Context, uri, site string) {
+func (r *run) drainQueue(ctx context.Context, uri, site string, until float64) {
 	q, err := azqueue.NewQueueClientWithNoCredential(uri, &azqueue.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: r.m.opts.SASTransport}})
 	if err != nil {
 		r.log.WarnContext(ctx, "unusable report queue URI", "site", site, "err", errText(err))
 		return
 	}
 	n, vt := int32(batchSize), int32(r.m.opts.VisibilityTimeout.Seconds())
-	for r.before(0.4) {
+	for r.before(until) {
 		resp, err := q.DequeueMessages(ctx, &azqueue.DequeueMessagesOptions{NumberOfMessages: &n, VisibilityTimeout: &vt})
 		if err != nil {
 			r.log.WarnContext(ctx, "cannot read the report queue", "site", site, "err", errText(err))

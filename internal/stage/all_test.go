@@ -343,9 +343,9 @@ func TestTransportErrorRedacted(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://a/c?sv=1&sig=abc%3D&sp=rw": "https://a/c?sv=1&sig=REDACTED&sp=rw",
+		"https://a/c?sv=1&sig=abc%3D&sp=rw":  "https://a/c?sv=1&sig=REDACTED&sp=rw",
 		`Put "http://x/c/b?SIG=zz": refused`: `Put "http://x/c/b?SIG=REDACTED": refused`,
-		"no signature":                      "no signature",
+		"no signature":                       "no signature",
 	} {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)

@@ -14,9 +14,10 @@
 //   - A blob of at most one block (BlockSize bytes of ciphertext) is one Put Blob carrying the
 //     transactional Content-MD5, x-ms-blob-content-md5 and the metadata IV.
 //   - A larger blob is cut into blocks of exactly BlockSize ciphertext bytes (the last one shorter).
-//     Each block is staged (Put Block) with its transactional MD5 while the next one is encrypted;
-//     the MD5 of the whole ciphertext is computed on the side, in order. Put Block List then commits
-//     the blocks with x-ms-blob-content-md5 (the whole-blob MD5) and the metadata IV.
+//     Two hashers trail the encryption in 256 KiB chunks, one computing the MD5 of the whole
+//     ciphertext (in order), one the MD5 of the current block; each block is then staged (Put Block)
+//     with its transactional MD5 while the next one is being encrypted. Put Block List commits the
+//     blocks with x-ms-blob-content-md5 (the whole-blob MD5) and the metadata IV.
 //   - The metadata key is written exactly "IV", value base64 (standard, padded) of the 16 IV bytes.
 //     It comes back as "Iv" from GetProperties (Go canonicalises header names) and "iv" from listings;
 //     this package always looks it up case-insensitively.
@@ -78,6 +79,14 @@
 // OperationTimedOut, InternalError, network errors), after azcore's own per-request retries. A 403
 // from a container (expired or revoked SAS) is returned at once as a *SASError matching
 // ErrSASExpired, so that the caller provisions new containers; context errors are never retried.
+//
+// # CPU
+//
+// Per ciphertext byte an upload costs one AES-256-CBC pass (serial by design, about 700 MiB/s on one
+// core of the reference machine), one MD5 pass for the whole-blob MD5 and, unless DisableBlockMD5,
+// another for the transactional block MD5 (MD5 runs at about 760 MiB/s per core), plus reading the
+// source and sending: about 3.5 times the CPU of raw CBC (2.6 without block MD5). The three passes
+// run on different goroutines, so one file uses about 1.8 cores; files in parallel scale with cores.
 //
 // # Secrets
 //

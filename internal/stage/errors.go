@@ -51,7 +51,9 @@ type SourceError struct {
 	Err  error
 }
 
-func (e *SourceError) Error() string { return fmt.Sprintf("stage: read source of %q: %v", e.Blob, e.Err) }
+func (e *SourceError) Error() string {
+	return fmt.Sprintf("stage: read source of %q: %v", e.Blob, e.Err)
+}
 func (e *SourceError) Unwrap() error { return e.Err }
 
 // storageError is a storage call's *azcore.ResponseError with a one-line message (azcore's own is a
@@ -152,3 +154,10 @@ func shouldRetry(err error) bool {
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
+
+var (
+	_ error = (*SASError)(nil)
+	_ error = (*SourceError)(nil)
+	_ error = (*storageError)(nil)
+	_ error = (*redactedError)(nil)
+)

@@ -406,4 +406,6 @@ func opener(b []byte, opened *atomic.Int32) func() (io.ReadCloser, error) {
 	}
 }
 
-func containsSig(s string) bool { return strings.Contains(s, "FAKESIGNATURE") || strings.Contains(s, "sig=") && !strings.Contains(s, "sig=REDACTED") }
+func containsSig(s string) bool {
+	return strings.Contains(s, "FAKESIGNATURE") || strings.Contains(s, "sig=") && !strings.Contains(s, "sig=REDACTED")
+}

@@ -227,11 +227,13 @@ func (u *Uploader) upload(ctx context.Context, cc *container.Client, name string
 
 // block is one ciphertext block in flight, shared by the whole-blob hasher and its stager.
 type block struct {
-	idx  int
-	id   string
-	data []byte
-	buf  *[]byte
-	refs atomic.Int32
+	idx   int
+	id    string
+	data  []byte
+	buf   *[]byte
+	refs  atomic.Int32 // the whole-blob hasher and the stager each release it once
+	md5   []byte       // the block's MD5 (unless DisableBlockMD5)
+	abort bool         // the read failed mid-block: release, do not stage
 }
 
 // filePipe is the state of one file's block upload.
@@ -353,8 +355,28 @@ func blockID(prefix [16]byte, n int) string {
 	return base64.StdEncoding.EncodeToString(raw[:])
 }
 
+// chunkSize is the unit in which a block's ciphertext is handed to the hashers while the rest of the
+// block is still being encrypted.
+const chunkSize = 256 << 10
+
+// chunkMsg hands a hasher the next chunk of a block, or (data == nil) the end of the block.
+type chunkMsg struct {
+	b    *block
+	data []byte
+}
+
 // encryptUpload encrypts src and uploads it: a Put Blob when the ciphertext fits one block, else
 // Put Block ×n + Put Block List, then CreateSnapshot.
+//
+// Pipeline of a multi-block file (this goroutine is the encryptor):
+//
+//	encryptor ── chunks of 256 KiB ──▶ whole-blob MD5 hasher (in order)
+//	          └─ chunks of 256 KiB ──▶ block MD5 hasher ── block + MD5 ──▶ stager goroutine (Put Block)
+//
+// The hashers trail the encryption inside the block being filled, so a block is ready to send as soon
+// as its last chunk is encrypted, and encryption, both MD5s and the upload all run at once. A block's
+// buffer goes back to the encryptor when both the whole-blob hasher and the stager are done with it.
+// Block 0 is held back until it is known not to be the only one (a single Put Blob then).
 func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, name string, src io.Reader, plainSize int64, key []byte, tr *tracker) (res Result, blocks int, err error) {
 	iv, err := crypt.NewIV()
 	if err != nil {
@@ -387,28 +409,81 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 		}
 	}()
 
-	// checkEnd verifies the source's plaintext length once the ciphertext ended.
-	checkEnd := func(total int64) error {
-		if plainSize >= 0 && (source.n != plainSize || total != cipherSize) {
-			return fmt.Errorf("stage: upload %q: %w (declared %d bytes, read %d)", name, ErrSizeMismatch, plainSize, source.n)
+	// The hashers, started with the second block.
+	whole := md5.New()
+	var hashers sync.WaitGroup
+	var toWhole, toBlock chan chunkMsg
+	startHashers := func() {
+		backlog := (int(bs/chunkSize) + 2) * p.limit // every chunk of every buffer: sends never block
+		toWhole = make(chan chunkMsg, backlog)
+		hashers.Go(func() {
+			for m := range toWhole {
+				if m.data == nil {
+					p.release(m.b)
+					continue
+				}
+				hashChunked(whole, m.data)
+			}
+		})
+		if u.opts.DisableBlockMD5 {
+			return
 		}
-		return nil
+		toBlock = make(chan chunkMsg, backlog)
+		hashers.Go(func() {
+			h := md5.New()
+			for m := range toBlock {
+				if m.data != nil {
+					hashChunked(h, m.data)
+					continue
+				}
+				if m.b.abort {
+					p.release(m.b)
+				} else {
+					m.b.md5 = h.Sum(nil)
+					p.launch(m.b)
+				}
+				h.Reset()
+			}
+		})
+	}
+	send := func(b *block, data []byte) {
+		toWhole <- chunkMsg{b, data}
+		if toBlock != nil {
+			toBlock <- chunkMsg{b, data}
+		}
+	}
+	endBlock := func(b *block) {
+		toWhole <- chunkMsg{b: b}
+		switch {
+		case toBlock != nil:
+			toBlock <- chunkMsg{b: b}
+		case b.abort:
+			p.release(b)
+		default:
+			p.launch(b)
+		}
 	}
 
-	whole := md5.New()
-	hashCh := make(chan *block, p.limit)
-	hashDone := make(chan struct{})
-	hashing := false
 	var ids []string
 	var total int64
 	for idx := 0; ctx.Err() == nil; idx++ {
 		buf, gerr := p.getBuf()
 		if gerr != nil {
-			p.failStage(gerr) // the cause of the cancellation is recorded already
-			break
+			break // cancelled: by a failure recorded already, or by the caller (firstErr reports it)
 		}
 		data := (*buf)[:bs]
-		n, eof, rerr := readFull(enc, data)
+		b := &block{idx: idx, buf: buf}
+		b.refs.Store(2) // the whole-blob hasher and the stager
+		stream := idx > 0
+		n, eof := 0, false
+		var rerr error
+		for n < len(data) && !eof && rerr == nil {
+			m, e, er := readFull(enc, data[n:min(n+chunkSize, len(data))])
+			if m > 0 && stream {
+				send(b, data[n:n+m])
+			}
+			n, eof, rerr = n+m, e, er
+		}
 		total += int64(n)
 		if rerr == nil && !eof && cipherSize >= 0 && total >= cipherSize {
 			// The declared length is reached: the source must end here.
@@ -423,13 +498,23 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 				rerr = perr
 			}
 		}
-		if rerr == nil && eof {
-			rerr = checkEnd(total)
+		if rerr == nil && eof && plainSize >= 0 && (source.n != plainSize || total != cipherSize) {
+			rerr = fmt.Errorf("stage: upload %q: %w (declared %d bytes, read %d)", name, ErrSizeMismatch, plainSize, source.n)
 		}
-		if rerr != nil {
-			p.putBuf(buf)
-			p.failRead(rerr)
-			break
+		if rerr == nil && idx >= maxBlocks {
+			rerr = fmt.Errorf("stage: upload %q: %w: more than %d blocks of %d bytes", name, ErrSizeMismatch, maxBlocks, bs)
+		}
+		if rerr != nil || (n == 0 && eof) {
+			if stream && n > 0 { // the hashers hold chunks of it
+				b.abort = true
+				endBlock(b)
+			} else {
+				p.putBuf(buf)
+			}
+			if rerr != nil {
+				p.failRead(rerr)
+			}
+			break // n == 0 && eof: the previous block ended the stream exactly (unknown size)
 		}
 		if idx == 0 && eof {
 			// The whole ciphertext fits one block: a single Put Blob.
@@ -444,39 +529,25 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 			res, err = u.snapshot(parent, bb, name, res)
 			return res, 1, err
 		}
-		if n == 0 { // unknown size and the previous block ended the stream exactly
-			p.putBuf(buf)
-			break
+		if idx == 0 {
+			startHashers()
+			send(b, data[:n])
 		}
-		if idx >= maxBlocks {
-			p.putBuf(buf)
-			p.failRead(fmt.Errorf("stage: upload %q: %w: more than %d blocks of %d bytes", name, ErrSizeMismatch, maxBlocks, bs))
-			break
-		}
-		if !hashing {
-			hashing = true
-			go func() {
-				defer close(hashDone)
-				for b := range hashCh {
-					hashChunked(whole, b.data)
-					p.release(b)
-				}
-			}()
-		}
-		b := &block{idx: idx, id: blockID(prefix, idx), data: data[:n], buf: buf}
-		b.refs.Store(2)
+		b.id = blockID(prefix, idx)
+		b.data = data[:n]
 		ids = append(ids, b.id)
-		hashCh <- b
-		p.wg.Add(1)
-		go p.stage(b)
+		endBlock(b)
 		if eof {
 			break
 		}
 	}
-	close(hashCh)
-	if hashing {
-		<-hashDone
+	if toWhole != nil {
+		close(toWhole)
 	}
+	if toBlock != nil {
+		close(toBlock)
+	}
+	hashers.Wait()
 	p.wg.Wait()
 	p.drain()
 	if err = p.firstErr(parent); err != nil {
@@ -496,7 +567,13 @@ func (u *Uploader) encryptUpload(parent context.Context, bb *blockblob.Client, n
 	return res, len(ids), err
 }
 
-// stage uploads one block with its transactional MD5.
+// launch starts the stager of a block.
+func (p *filePipe) launch(b *block) {
+	p.wg.Add(1)
+	go p.stage(b)
+}
+
+// stage uploads one block with its transactional MD5 (computed by the block hasher).
 func (p *filePipe) stage(b *block) {
 	defer p.wg.Done()
 	defer p.release(b)
@@ -504,10 +581,8 @@ func (p *filePipe) stage(b *block) {
 		return
 	}
 	var opts blockblob.StageBlockOptions
-	if !p.u.opts.DisableBlockMD5 {
-		h := md5.New()
-		hashChunked(h, b.data)
-		opts.TransactionalValidation = blob.TransferValidationTypeMD5(h.Sum(nil))
+	if b.md5 != nil {
+		opts.TransactionalValidation = blob.TransferValidationTypeMD5(b.md5)
 	}
 	_, err := p.bb.StageBlock(p.ctx, b.id, streaming.NopCloser(bytes.NewReader(b.data)), &opts)
 	if err != nil {

@@ -79,7 +79,9 @@ func bad(r Repair, format string, args ...any) Verdict {
 // (opts.Snapshot) exists and carries the same IV as the base blob (otherwise the base blob was
 // committed after it, and SharePoint would pair the base blob's IV with the older snapshot); with
 // opts.Deep, the content decrypts. An error is returned only when the check itself fails (network,
-// SAS, missing container); a missing blob is a Verdict.
+// SAS, missing container); a missing blob is a Verdict. A server that refuses the container SAS on a
+// ?snapshot= request after accepting it for the base blob (Azurite does, Azure/Azurite#1857) gets
+// RepairSnapshot: a fresh snapshot is always safe.
 func (u *Uploader) Verify(ctx context.Context, containerSASURL, blobName string, key []byte, plainSize int64, opts VerifyOptions) (Verdict, error) {
 	if err := validateName(blobName); err != nil {
 		return Verdict{}, err

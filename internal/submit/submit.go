@@ -126,7 +126,7 @@ func New(opts Options) (*Submitter, error) {
 	case opts.Lease < minLease:
 		return nil, fmt.Errorf("submit: Lease %s is shorter than %s", opts.Lease, minLease)
 	}
-	return &Submitter{opts: opts, log: opts.Logger.With("component", "submit")}, nil
+	return &Submitter{opts: opts, log: opts.Logger}, nil
 }
 
 // Submit handles one migration-submit message (see the package documentation). It returns nil when
@@ -229,6 +229,10 @@ func (a *attempt) run(ctx context.Context) error {
 		return a.finishEarly(ctx, err)
 	}
 
+	if err := ctx.Err(); err != nil { // cancelled meanwhile (host shutdown): nothing was sent
+		return a.failed(ctx, err, false)
+	}
+
 	// The call. Its deadline keeps it inside the lease. The trace follows the last HTTP attempt (GetConn
 	// starts every attempt, throttled ones included): prepared, written, or answered.
 	var phase atomic.Int32
@@ -321,11 +325,17 @@ func permanentBeforeCall(err error) bool {
 	return errors.Is(err, vault.ErrNotFound) || errors.Is(err, vault.ErrForeign) || errors.Is(err, errNoWebID)
 }
 
-// record stores the SPO job id: Submitted. The write is retried with a detached context, because the
+// detached is the context of the writes that record an attempt's outcome: they must happen even when
+// the invocation is being cancelled (a host shutdown), or the outcome would look unknown.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), resultWriteTimeout)
+}
+
+// record stores the SPO job id: Submitted. The write is retried (with a detached context), because the
 // job exists at SharePoint now; if it cannot be written, the id is logged for the operator and the
 // next delivery marks the job Failed (outcome unknown).
 func (a *attempt) record(ctx context.Context, spoJobID string) error {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resultWriteTimeout)
+	wctx, cancel := detached(ctx)
 	defer cancel()
 	mutate := func(j *jobs.Job) error {
 		now := a.now()
@@ -379,7 +389,9 @@ func (a *attempt) record(ctx context.Context, spoJobID string) error {
 func (a *attempt) failed(ctx context.Context, cause error, permanent bool) error {
 	text := errorText(cause)
 	last := a.dequeueCount >= a.s.opts.MaxDequeueCount
-	_, err := a.s.opts.Jobs.Update(ctx, a.jobID, func(j *jobs.Job) error {
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	_, err := a.s.opts.Jobs.Update(wctx, a.jobID, func(j *jobs.Job) error {
 		if j.SPOJobID != "" || j.Terminal() {
 			return nil
 		}
@@ -418,7 +430,9 @@ func (a *attempt) failed(ctx context.Context, cause error, permanent bool) error
 // unknown handles a call whose outcome is unknown: the job is failed, never resubmitted.
 func (a *attempt) unknown(ctx context.Context, cause error) error {
 	text := errorText(cause)
-	_, err := a.s.opts.Jobs.Update(ctx, a.jobID, func(j *jobs.Job) error {
+	wctx, cancel := detached(ctx)
+	defer cancel()
+	_, err := a.s.opts.Jobs.Update(wctx, a.jobID, func(j *jobs.Job) error {
 		if j.SubmitLease.Owner != a.callOwner() || j.SPOJobID != "" || j.Terminal() {
 			return nil
 		}

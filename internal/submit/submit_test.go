@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spomig/spomig/functions"
 	"github.com/spomig/spomig/internal/jobs"
 	"github.com/spomig/spomig/internal/spo"
 	"github.com/spomig/spomig/internal/vault"
@@ -363,3 +364,40 @@ func TestNewValidates(t *testing.T) {
 }
 
 var _ io.Writer = (*logBuffer)(nil)
+
+var _ functions.Submitter = (*Submitter)(nil)
+
+// An invocation cancelled during the call (a host shutdown) still records the outcome: nothing sent is
+// retried later; something sent is never resubmitted.
+func TestCancelledInvocationStillRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		wrote bool
+		want  jobs.State
+	}{
+		{"before the request was written", false, jobs.StateStaged},
+		{"after the request was written", true, jobs.StateFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newStore(t)
+			v := newFakeVault()
+			ctx, cancel := context.WithCancel(context.Background())
+			fs := &fakeSPO{wrote: tc.wrote, answer: func(callCtx context.Context, n int) (string, error) {
+				cancel()
+				<-callCtx.Done()
+				return "", callCtx.Err()
+			}}
+			j := stagedJob(t, store, nil)
+			v.put(j.ID, secret())
+			s := newSubmitter(t, Options{Jobs: store, Vault: v, SPO: fs})
+			err := s.Submit(ctx, EncodeMessage(j.ID), 1)
+			got := get(t, store, j.ID)
+			if got.State != tc.want || got.SubmitLease.Owner != "" {
+				t.Fatalf("Submit = %v; state %s, lease %+v", err, got.State, got.SubmitLease)
+			}
+			if (err != nil) != (tc.want == jobs.StateStaged) {
+				t.Fatalf("Submit = %v", err)
+			}
+		})
+	}
+}
