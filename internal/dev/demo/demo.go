@@ -98,7 +98,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	// 2. Build the package.
 	zipPath := filepath.Join(o.WorkDir, "package-"+jobID+".zip")
-	files, total, err := buildPackage(zipPath, o.SiteURL, o.Files, o.Seed)
+	// The package must carry the target web's id (SharePoint checks every object's ParentWebId against
+	// gWebId): the API answered it.
+	webID, _ := created["webId"].(string)
+	files, total, err := buildPackage(zipPath, o.SiteURL, webID, o.Files, o.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("build package: %w", err)
 	}
@@ -261,9 +264,9 @@ func progressLine(job map[string]any) string {
 
 // buildPackage writes a realistic package: nested folders, non-ASCII names, sizes from 0 bytes to tens of
 // MiB (most small, a few large), streamed (never held in memory).
-func buildPackage(zipPath, siteURL string, n int, seed uint64) (int, int64, error) {
+func buildPackage(zipPath, siteURL, webID string, n int, seed uint64) (int, int64, error) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := migpkg.NewBuilder(migpkg.BuilderOptions{SiteURL: siteURL, KeepPaths: true})
+	b := migpkg.NewBuilder(migpkg.BuilderOptions{SiteURL: siteURL, WebID: webID, KeepPaths: true})
 	folders := []string{
 		"Finance/2024/Q1", "Finance/2024/Q2", "Finance/Budgets", "HR/Policies", "HR/Onboarding/Checklists",
 		"Projects/Ærø Bridge/Drawings", "Projects/Zürich Office/Photos", "Projects/東京/設計", "Marketing/Brand/Logos",
