@@ -160,10 +160,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if rs != http.StatusAccepted {
 			return nil, fmt.Errorf("get result: status %d", rs)
 		}
-		wait := time.Second
-		if ra := rh.Get("Retry-After"); ra != "" && ra != "0" {
-			wait = time.Second // the demo polls faster than the advised Retry-After, to show progress
-		}
+		// The API advises Retry-After (10-30 s, as a Power Automate flow would wait); the demo polls
+		// faster, to show the progress as it happens.
+		_ = rh
+		wait := 500 * time.Millisecond
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
@@ -242,22 +242,30 @@ func progressLine(job map[string]any) string {
 	state, _ := job["state"].(string)
 	parts := []string{fmt.Sprintf("%-20s", state)}
 	if c, ok := job["counters"].(map[string]any); ok {
-		num := func(k string) float64 { v, _ := c[k].(float64); return v }
-		if ft := num("filesTotal"); ft > 0 {
-			parts = append(parts, fmt.Sprintf("files %4.0f/%-4.0f", num("filesDone"), ft))
+		prog := func(k string) (done, total float64) {
+			m, _ := c[k].(map[string]any)
+			done, _ = m["done"].(float64)
+			total, _ = m["total"].(float64)
+			return
 		}
-		if bt := num("bytesTotal"); bt > 0 {
-			parts = append(parts, fmt.Sprintf("bytes %s/%s", human(int64(num("bytesDone"))), human(int64(bt))))
+		if d, t := prog("files"); t > 0 {
+			parts = append(parts, fmt.Sprintf("files %4.0f/%-4.0f", d, t))
 		}
-		if ot := num("objectsTotal"); ot > 0 {
-			parts = append(parts, fmt.Sprintf("objects %.0f/%.0f", num("objectsDone"), ot))
+		if d, t := prog("bytes"); t > 0 {
+			parts = append(parts, fmt.Sprintf("bytes %9s/%-9s", human(int64(d)), human(int64(t))))
 		}
-		if e := num("errors"); e > 0 {
+		if d, t := prog("objects"); t > 0 {
+			parts = append(parts, fmt.Sprintf("SharePoint objects %.0f/%.0f", d, t))
+		}
+		if e, _ := c["errors"].(float64); e > 0 {
 			parts = append(parts, fmt.Sprintf("errors %.0f", e))
+		}
+		if w, _ := c["warnings"].(float64); w > 0 {
+			parts = append(parts, fmt.Sprintf("warnings %.0f", w))
 		}
 	}
 	if p, ok := job["postponed"].(map[string]any); ok && state == "Postponed" {
-		parts = append(parts, fmt.Sprintf("next pickup %v", p["nextPickupTime"]))
+		parts = append(parts, fmt.Sprintf("next pickup %v (%v)", p["nextPickupTime"], p["reason"]))
 	}
 	return strings.Join(parts, "  ")
 }
