@@ -103,8 +103,24 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Start launches Azurite and waits until the blob, queue and table ports accept connections.
+// Start launches Azurite and waits until the blob, queue and table ports accept connections. When it
+// picked the ports itself and Azurite could not bind them (another process took a port between the pick
+// and Azurite's bind), it tries again with new ports, up to three times.
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	picked := opts.BlobPort == 0 || opts.QueuePort == 0 || opts.TablePort == 0
+	var err error
+	for attempt := 1; ; attempt++ {
+		var s *Server
+		s, err = start(ctx, opts)
+		if err == nil || !picked || attempt == 3 || !errors.Is(err, errExited) {
+			return s, err
+		}
+	}
+}
+
+var errExited = errors.New("azurite exited before listening")
+
+func start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 30 * time.Second
 	}
@@ -179,7 +195,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			select {
 			case <-s.done:
 				s.cleanup()
-				return nil, fmt.Errorf("azurite exited before listening (%v): %s", s.waitErr, s.tail.String())
+				return nil, fmt.Errorf("%w (%v): %s", errExited, s.waitErr, s.tail.String())
 			case <-ctx.Done():
 				s.Stop()
 				return nil, ctx.Err()

@@ -80,7 +80,7 @@ type Stack struct {
 }
 
 // Start brings the stack up; on error everything started so far is stopped.
-func Start(ctx context.Context, o Options) (s *Stack, err error) {
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.AppDir == "" || o.Dir == "" {
 		return nil, errors.New("stack: AppDir and Dir are required")
 	}
@@ -94,11 +94,10 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	logger := func(part string) *slog.Logger {
 		return slog.New(slog.NewTextHandler(prefixWriter(logw, part), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	s = &Stack{Dir: o.Dir}
+	s := &Stack{Dir: o.Dir}
 	defer func() {
 		if err != nil {
 			s.Stop()
-			s = nil
 		}
 	}()
 	dataDir := filepath.Join(o.Dir, "data")
