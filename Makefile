@@ -25,15 +25,18 @@ tools:
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
-## test: every test, against Azurite and the emulators (installs what it needs first).
+## test: every test, against Azurite and the emulators (installs what it needs first), then each fuzz
+## target of the product's parsers of outside input for a short time.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=2s FUZZPKGS="$$($(GO) list ./... | grep -v -e /internal/dev/ -e /cmd/ | tr '\n' ' ')"
 
-## fuzz: run each fuzz target for FUZZTIME (default 10s).
+## fuzz: run each fuzz target of FUZZPKGS (default: every package) for FUZZTIME (default 10s).
 FUZZTIME ?= 10s
+FUZZPKGS ?= $$($(GO) list ./...)
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; for pkg in $(FUZZPKGS); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \

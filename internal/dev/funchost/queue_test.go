@@ -59,6 +59,10 @@ func TestQueueTrigger(t *testing.T) {
 			t.Errorf("body escaping differs from Newtonsoft's: %s", raw)
 		}
 
+		// Outputs are written before the host logs the invocation as executed: wait for that line.
+		waitFor(t, 10*time.Second, "QueueFn to be executed", func() bool {
+			return strings.Contains(app.logs.String(), "Executed 'Functions.QueueFn' (Succeeded")
+		})
 		// Outputs: three messages, base64 on the wire (messageEncoding base64).
 		var got []string
 		waitFor(t, 10*time.Second, "3 output messages", func() bool {
@@ -72,10 +76,21 @@ func TestQueueTrigger(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("output queue messages = %q, want %q", got, want)
 		}
-		if r := peekTexts(t, ret); len(r) != 1 || unb64(t, r[0]) != "returned" {
+		// The outputs are written one after the other: wait for the $return message too.
+		var r []string
+		waitFor(t, 10*time.Second, "the $return message", func() bool {
+			r = peekTexts(t, ret)
+			return len(r) >= 1
+		})
+		if len(r) != 1 || unb64(t, r[0]) != "returned" {
 			t.Errorf("$return queue = %q, want one message \"returned\"", r)
 		}
-		if b := readBlob(t, outc, "42.bin"); !bytes.Equal(b, []byte{0, 1, 2, 3}) {
+		var b42 []byte
+		waitFor(t, 10*time.Second, "blob 42.bin", func() bool {
+			b42 = readBlob(t, outc, "42.bin")
+			return b42 != nil
+		})
+		if b := b42; !bytes.Equal(b, []byte{0, 1, 2, 3}) {
 			t.Errorf("blob 42.bin = %v, want the base64-decoded bytes [0 1 2 3]", b)
 		}
 		names := listBlobs(t, outc, "42-")
