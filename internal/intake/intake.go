@@ -382,7 +382,7 @@ func (in *Intake) process(ctx context.Context, log *slog.Logger, b *blobInfo, jo
 	if job == nil {
 		return in.newDrop(ctx, log, b, jobID, ra)
 	}
-	pkg, err := in.openPackage(ctx, ra, b.size)
+	pkg, err := in.openPackage(ctx, ra, b.size, job.WebID)
 	if ve := validationError(err); ve != nil {
 		return in.reject(ctx, log, job.ID, b, ve)
 	}
@@ -400,9 +400,13 @@ func validationError(err error) *migpkg.ValidationError {
 	return nil
 }
 
-// openPackage runs zip safety and package validation. Nothing is uploaded before it succeeds.
-func (in *Intake) openPackage(ctx context.Context, ra io.ReaderAt, size int64) (*migpkg.Package, error) {
-	pkg, err := migpkg.Open(ra, size, in.opts.Package)
+// openPackage runs zip safety and package validation, including that every object belongs to the job's
+// target web (webID; SharePoint would fail each object that does not). Nothing is uploaded before it
+// succeeds.
+func (in *Intake) openPackage(ctx context.Context, ra io.ReaderAt, size int64, webID string) (*migpkg.Package, error) {
+	opts := in.opts.Package
+	opts.WebID = webID
+	pkg, err := migpkg.Open(ra, size, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -323,6 +323,8 @@ func TestInvalidPackages(t *testing.T) {
 		{"no SourceType", rewriteZip(t, valid, replace(migpkg.FileExportSettings,
 			[]byte(`<ExportSettings xmlns="urn:deployment-exportsettings-schema" SiteUrl="`+e.siteURL+`" FileLocation="C:\Temp" IncludeSecurity="None"/>`))),
 			migpkg.CodeExportSettingsMissingSourceType, migpkg.FileExportSettings},
+		{"built for another web", e.buildPackage(func(o *migpkg.BuilderOptions) { o.WebID = "0d9a1c2b-7e6f-4a3b-8c5d-1e2f3a4b5c6d" }),
+			migpkg.CodeManifestWrongWeb, migpkg.FileManifest},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

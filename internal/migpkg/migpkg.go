@@ -67,6 +67,10 @@ const (
 // Options bounds what Open and Validate accept. The zero value is usable: every zero field takes its
 // default (see setDefaults).
 type Options struct {
+	// WebID, when set, is the target web's id (the job's gWebId): every SPObject's ParentWebId must equal
+	// it (case-insensitively, braces ignored), because SharePoint checks each object against the web it
+	// imports into and fails every mismatch. Empty: not checked.
+	WebID string
 	// MaxEntries is the most zip entries accepted (default 50,000). Memory: every entry costs its parsed
 	// directory record, roughly 300 bytes plus its name, for the life of the Package.
 	MaxEntries int

@@ -111,6 +111,9 @@ const (
 	CodeManifestFileWithoutListItem = "manifest.file-without-listitem"
 	// CodeManifestTooManyVersions: a File element has more Versions than SharePoint keeps (50,000).
 	CodeManifestTooManyVersions = "manifest.too-many-versions"
+	// CodeManifestWrongWeb: an SPObject's ParentWebId is not the target web's id (Options.WebID).
+	// SharePoint would fail every such object (as a JobError each), so the package is refused up front.
+	CodeManifestWrongWeb = "manifest.wrong-web"
 
 	// CodeSystemDataBadManifestName: a ManifestFile Name is empty or not a zip-root name.
 	CodeSystemDataBadManifestName = "systemdata.bad-manifest-name"

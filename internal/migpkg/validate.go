@@ -304,6 +304,9 @@ func (v *validator) object(m string, o SPObject) {
 	case !allowedObjectTypes[o.ObjectType]:
 		v.errs.add(m, CodeManifestUnknownObjectType, "line %d: SPObject Id=%q Url=%q has ObjectType %q, not allowed by the import schema", o.Line, o.ID, o.URL, o.ObjectType)
 	}
+	if want := normGUID(v.p.opts.WebID); want != "" && o.ParentWebID != "" && normGUID(o.ParentWebID) != want {
+		v.errs.add(m, CodeManifestWrongWeb, "line %d: SPObject Id=%q Url=%q has ParentWebId %s, but the target web is %s: build the package for the web the job targets (the job's webId)", o.Line, o.ID, o.URL, o.ParentWebID, v.p.opts.WebID)
+	}
 	if o.ObjectType == "SPListItem" && o.ListItem != nil && o.ListItem.DocID != "" {
 		v.trackDocID(normGUID(o.ListItem.DocID))
 	}

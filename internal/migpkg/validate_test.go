@@ -578,3 +578,19 @@ func TestItemsConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestTargetWebMustMatchEveryObject(t *testing.T) {
+	const built, other = "6b2f1a34-0c55-4e1b-9a0f-2d6c7e8f9a01", "0d9a1c2b-7e6f-4a3b-8c5d-1e2f3a4b5c6d"
+	data := buildPackage(t, BuilderOptions{WebID: built}, sampleFiles()...)
+	if _, err := openAndValidate(data, Options{WebID: "{" + strings.ToUpper(built) + "}"}); err != nil {
+		t.Fatalf("the package's own web id (braced, upper case) refused: %v", err)
+	}
+	if _, err := openAndValidate(data, Options{}); err != nil {
+		t.Fatalf("no target web: %v", err)
+	}
+	_, err := openAndValidate(data, Options{WebID: other})
+	p := wantProblem(t, err, CodeManifestWrongWeb, FileManifest)
+	if !strings.Contains(p.Message, built) || !strings.Contains(p.Message, other) {
+		t.Fatalf("message %q does not name both web ids", p.Message)
+	}
+}
