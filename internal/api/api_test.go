@@ -66,7 +66,7 @@ func TestCreateAndUpload(t *testing.T) {
 	if r.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("a 201 carrying a credential must not be cached: Cache-Control %q", r.Header.Get("Cache-Control"))
 	}
-	if j.State != jobs.StateAwaitingPackage || j.SiteURL != a.siteURL || j.WebID != a.w.spo.WebID(a.site) ||
+	if j.State != jobs.StateAwaitingPackage || j.SiteURL != a.siteURL || j.WebID != a.w.Emulator.WebID(a.site) ||
 		j.Label != "HR archive" || j.Source != jobs.SourceAPI || j.CallbackURL != "https://"+a.callback+"/done?run=1" {
 		t.Errorf("job = %+v", j)
 	}
@@ -382,7 +382,7 @@ func TestCancel(t *testing.T) {
 		if rec.CleanupAt.Before(before) || rec.CleanupAt.After(time.Now().Add(time.Second)) || rec.EndedAt.IsZero() {
 			t.Errorf("CleanupAt %v EndedAt %v: the key's clean-up must be due now", rec.CleanupAt, rec.EndedAt)
 		}
-		if a.spoRec.count("DeleteMigrationJob") != 0 || a.spoRec.count("GetMigrationJobStatus") != 0 {
+		if a.spoRec.Count("DeleteMigrationJob") != 0 || a.spoRec.Count("GetMigrationJobStatus") != 0 {
 			t.Error("SharePoint asked about a job it never saw")
 		}
 		r = a.do(http.MethodDelete, "/api/migrations/"+j.ID, nil, nil)
@@ -395,17 +395,17 @@ func TestCancel(t *testing.T) {
 		j := a.create("queued")
 		spoID := a.createSPOJob(j.ID)
 		a.transition(j.ID, jobs.StateQueued)
-		if info, ok := a.w.spo.Job(spoID); !ok || info.State != spoemu.StateQueued {
+		if info, ok := a.w.Emulator.Job(spoID); !ok || info.State != spoemu.StateQueued {
 			t.Fatalf("SPO job %+v, want queued", info)
 		}
 		r := a.do(http.MethodDelete, "/api/migrations/"+j.ID, nil, nil)
 		if r.Status != http.StatusOK || r.job(t).State != jobs.StateCancelled {
 			t.Fatalf("DELETE: %d %s", r.Status, r.Body)
 		}
-		if a.spoRec.count("DeleteMigrationJob") != 1 {
-			t.Errorf("DeleteMigrationJob called %d times, want 1", a.spoRec.count("DeleteMigrationJob"))
+		if a.spoRec.Count("DeleteMigrationJob") != 1 {
+			t.Errorf("DeleteMigrationJob called %d times, want 1", a.spoRec.Count("DeleteMigrationJob"))
 		}
-		if info, _ := a.w.spo.Job(spoID); info.Outcome != spoemu.OutcomeCancelled {
+		if info, _ := a.w.Emulator.Job(spoID); info.Outcome != spoemu.OutcomeCancelled {
 			t.Errorf("SPO job outcome %q, want Cancelled", info.Outcome)
 		}
 		h := r.job(t).History
@@ -621,8 +621,8 @@ func TestUpstreamFailures(t *testing.T) {
 	}
 	for _, st := range []int{429, 503} {
 		t.Run(fmt.Sprintf("SharePoint %d", st), func(t *testing.T) {
-			a.w.spo.SetFaults(a.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 100, Status: st, RetryAfter: 7}})
-			defer a.w.spo.SetFaults(a.site, spoemu.Faults{})
+			a.w.Emulator.SetFaults(a.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 100, Status: st, RetryAfter: 7}})
+			defer a.w.Emulator.SetFaults(a.site, spoemu.Faults{})
 			check(t, st, "upstream-throttled", "7", "SharePoint asked spomig to slow down")
 		})
 		t.Run(fmt.Sprintf("Key Vault %d", st), func(t *testing.T) {
@@ -660,7 +660,7 @@ func TestAuditLog(t *testing.T) {
 	a.do(http.MethodGet, "/api/migrations/7c9e6679-7425-40de-944b-e07fc1f90ae7/result", nil, nil)
 	a.do(http.MethodPatch, "/api/migrations", nil, nil)
 	a.do(http.MethodGet, "/api/nowhere", nil, nil)
-	recs := a.logs.records("api call")
+	recs := a.logs.Records("api call")
 	if len(recs) != 5 {
 		t.Fatalf("%d audit lines for 5 calls:\n%s", len(recs), a.logs)
 	}
@@ -705,21 +705,21 @@ func TestNoSecretsInResponsesOrLogs(t *testing.T) {
 	a.kv.InjectFaults(kvemu.Fault{Status: 429, Count: 100, RetryAfter: 120 * time.Second})
 	a.postJSON(fmt.Sprintf(`{"siteUrl": %q}`, a.siteURL))
 	a.kv.ClearFaults()
-	a.w.spo.SetFaults(a.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 100, Status: 503, RetryAfter: 3, Methods: []string{"DeleteMigrationJob", "GetMigrationJobStatus"}}})
+	a.w.Emulator.SetFaults(a.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 100, Status: 503, RetryAfter: 3, Methods: []string{"DeleteMigrationJob", "GetMigrationJobStatus"}}})
 	m := a.create("throttled cancel")
 	a.createSPOJob(m.ID)
 	r := a.do(http.MethodDelete, "/api/migrations/"+m.ID, nil, nil)
 	if r.Status != http.StatusServiceUnavailable {
 		t.Errorf("throttled cancel: %d %s", r.Status, r.Body)
 	}
-	a.w.spo.SetFaults(a.site, spoemu.Faults{})
+	a.w.Emulator.SetFaults(a.site, spoemu.Faults{})
 
 	issued, uploads := suite.counts()
 	if issued < 3*7 || uploads < 3 {
 		t.Fatalf("learnt only %d SharePoint secret forms and %d upload signature forms: the scan would prove nothing", issued, uploads)
 	}
 	// The scan bites: an upload signature outside the 201 is found.
-	canary := &capture{issued: map[string]string{}, uploadSigs: map[string]string{}}
+	canary := &suiteCapture{}
 	canary.learnUpload(j.Upload.URL)
 	canary.addBody("canary", []byte(j.Upload.URL), false)
 	if len(canary.leaks()) == 0 {

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spomig/spomig/internal/api"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 	"github.com/spomig/spomig/internal/jobs"
 	"github.com/spomig/spomig/internal/provision"
 	"github.com/spomig/spomig/internal/spo"
@@ -188,11 +189,11 @@ func serveOnce(h http.Handler, method, target, body string, hdr map[string]strin
 // TestErrorsAreRedactedAndSafe: an upstream error whose text carries a SAS reaches neither the answer nor,
 // unredacted, the audit line; an unexpected error is a 500 with a generic detail.
 func TestErrorsAreRedactedAndSafe(t *testing.T) {
-	logs := &lineBuffer{}
+	logs := newLineBuffer()
 	secretURL := "https://acct.blob.core.windows.net/c?sv=2024&sig=TOPSECRETSIGNATURE%2Bxyz%3D"
 	h := api.New(api.Options{
 		Jobs: &fakeJobs{}, Provisioner: &fakeProvisioner{err: errors.New("boom at " + secretURL)}, SPO: fakeSPO{}, Reports: fakeReports{},
-		Logger: newLogger(logs),
+		Logger: capture.JSONLogger(logs),
 	})
 	rec := serveOnce(h, "POST", "/api/migrations", `{"siteUrl":"https://c.sharepoint.com/sites/a"}`, map[string]string{"Content-Type": "application/json"})
 	if rec.Code != 500 || strings.Contains(rec.Body.String(), "TOPSECRET") || !strings.Contains(rec.Body.String(), "internal") {
@@ -203,7 +204,7 @@ func TestErrorsAreRedactedAndSafe(t *testing.T) {
 	}
 
 	// A job busy with concurrent updates: 503 with Retry-After.
-	h = api.New(api.Options{Jobs: &fakeJobs{job: &jobs.Job{ID: "j1", State: jobs.StateAwaitingPackage}}, Provisioner: &fakeProvisioner{}, SPO: fakeSPO{}, Reports: fakeReports{}, Logger: newLogger(logs)})
+	h = api.New(api.Options{Jobs: &fakeJobs{job: &jobs.Job{ID: "j1", State: jobs.StateAwaitingPackage}}, Provisioner: &fakeProvisioner{}, SPO: fakeSPO{}, Reports: fakeReports{}, Logger: capture.JSONLogger(logs)})
 	rec = serveOnce(h, "DELETE", "/api/migrations/j1", "", nil)
 	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
 		t.Errorf("busy: %d %v %s", rec.Code, rec.Header(), rec.Body)
@@ -220,7 +221,7 @@ func TestErrorsAreRedactedAndSafe(t *testing.T) {
 	}
 
 	// Missing dependencies: 503 problem, never a crash.
-	h = api.New(api.Options{Logger: newLogger(logs)})
+	h = api.New(api.Options{Logger: capture.JSONLogger(logs)})
 	rec = serveOnce(h, "GET", "/api/migrations", "", nil)
 	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "missing") || rec.Header().Get("Content-Type") != "application/problem+json" {
 		t.Errorf("unconfigured: %d %s", rec.Code, rec.Body)
@@ -243,7 +244,7 @@ func TestAbsoluteURLs(t *testing.T) {
 	}
 	for _, c := range cases {
 		h := api.New(api.Options{Jobs: &fakeJobs{job: j}, Provisioner: &fakeProvisioner{}, SPO: fakeSPO{}, Reports: fakeReports{},
-			BaseURL: c.base, Logger: newLogger(io.Discard)})
+			BaseURL: c.base, Logger: capture.JSONLogger(io.Discard)})
 		rec := serveOnce(h, "GET", "/api/migrations/j1/result", "", c.hdr)
 		if rec.Code != 202 || rec.Header().Get("Location") != c.want+"/result" {
 			t.Errorf("%v %v: %d Location %q, want %q", c.base, c.hdr, rec.Code, rec.Header().Get("Location"), c.want+"/result")

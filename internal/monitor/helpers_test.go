@@ -3,7 +3,6 @@ package monitor
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,18 +16,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
-	"github.com/spomig/spomig/internal/crypt"
 	"github.com/spomig/spomig/internal/dev/azurite"
 	"github.com/spomig/spomig/internal/dev/devtls"
-	"github.com/spomig/spomig/internal/dev/kvemu"
 	"github.com/spomig/spomig/internal/dev/spoemu"
+	"github.com/spomig/spomig/internal/dev/testenv"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 	"github.com/spomig/spomig/internal/jobs"
 	"github.com/spomig/spomig/internal/migpkg"
 	"github.com/spomig/spomig/internal/spo"
@@ -37,84 +32,24 @@ import (
 )
 
 // One HTTPS Azurite (a leaf of a dev CA) is both SharePoint's storage account, behind the SPO emulator,
-// and the app's (job table, reports container, poison queue); one Key Vault emulator serves every test.
-var env struct {
-	ca      *devtls.CA
-	storage string // connection string
-	azurite *azurite.Server
-	kv      *kvemu.Server
-}
-
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	ca, err := devtls.New()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "dev CA:", err)
-		return 1
-	}
-	dir, err := os.MkdirTemp("", "monitor-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	cert, key, err := ca.WriteServerCert(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "server cert:", err)
-		return 1
-	}
-	var srv *azurite.Server
-	for try := 0; try < 3; try++ { // free ports are picked before Azurite binds them: another process may win
-		if srv, err = azurite.Start(context.Background(), azurite.Options{CertFile: cert, KeyFile: key}); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "azurite:", err)
-		return 1
-	}
-	defer srv.Stop()
-	kv, err := kvemu.Start(kvemu.Options{CA: ca})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "kvemu:", err)
-		return 1
-	}
-	defer kv.Close()
-	env.ca, env.storage, env.azurite, env.kv = ca, srv.ConnectionString(), srv, kv
-	return m.Run()
-}
-
-// logBuffer captures slog output of every level, to look for secrets.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// and the app's (job table, reports container, poison queue); each test has its own SPO and Key Vault
+// emulators.
+func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m)) }
 
 // world is one SPO emulator and one site, the app's storage, vault and job table, and a captured log.
 type world struct {
 	t        *testing.T
+	ca       *devtls.CA
+	sp       *testenv.SharePoint
 	emu      *spoemu.Emulator
 	custody  *vault.Custody
 	spo      *spo.Client
 	store    *jobs.Store
 	blob     *azblob.Client
 	queue    *azqueue.ServiceClient
-	logs     *logBuffer
+	logs     *capture.Buffer
 	log      *slog.Logger
-	site     string // "/sites/<unique>"
+	site     string
 	siteURL  string
 	reports  string // reports container
 	poison   string // poison queue
@@ -131,12 +66,8 @@ type worldOptions struct {
 
 func newWorld(t *testing.T, wo worldOptions) *world {
 	t.Helper()
-	ctx := context.Background()
-	w := &world{t: t, logs: &logBuffer{}, site: "/sites/" + azurite.UniqueName("mon"),
-		reports: azurite.UniqueName("reports"), poison: azurite.UniqueName("poison"), staging: azurite.UniqueName("staging")}
-	w.log = slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts := spoemu.Options{CA: env.ca, StorageConnectionString: env.storage,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+	w := &world{t: t, logs: &capture.Buffer{}, reports: azurite.UniqueName("reports"), poison: azurite.UniqueName("poison")}
+	opts := spoemu.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 	if wo.gate {
 		w.gates = map[spoemu.Phase]chan struct{}{spoemu.PhaseQueued: make(chan struct{}), spoemu.PhaseProcessing: make(chan struct{})}
 		opts.Gate = func(ctx context.Context, id string, ph spoemu.Phase) error {
@@ -151,48 +82,16 @@ func newWorld(t *testing.T, wo worldOptions) *world {
 	if wo.emu != nil {
 		wo.emu(&opts)
 	}
-	emu, err := spoemu.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
+	w.sp = testenv.StartSharePoint(t, opts)
+	t.Cleanup(func() { // before the emulator closes
 		w.release(spoemu.PhaseQueued)
 		w.release(spoemu.PhaseProcessing)
-		emu.Close()
 	})
-	w.emu, w.siteURL = emu, emu.SiteURL(w.site)
-	transport := env.ca.HTTPClient()
-	if w.custody, err = vault.New(vault.Options{VaultURL: env.kv.URL(), Credential: &kvemu.Credential{},
-		DisableChallengeResourceVerification: true, ClientOptions: azcore.ClientOptions{Transport: transport}, Logger: w.log}); err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse(env.azurite.BlobURL)
-	qu, _ := url.Parse(env.azurite.QueueURL)
-	if w.spo, err = spo.New(spo.Options{Credential: &kvemu.Credential{}, TenantHost: strings.TrimPrefix(emu.URL(), "https://"),
-		HTTPClient: transport, AllowedStorageHosts: []string{u.Host, qu.Host}, Logger: w.log, RetryBudget: -1}); err != nil {
-		t.Fatal(err)
-	}
-	co := azcore.ClientOptions{Transport: transport}
-	if w.blob, err = azblob.NewClientFromConnectionString(env.storage, &azblob.ClientOptions{ClientOptions: co}); err != nil {
-		t.Fatal(err)
-	}
-	if w.queue, err = azqueue.NewServiceClientFromConnectionString(env.storage, &azqueue.ClientOptions{ClientOptions: co}); err != nil {
-		t.Fatal(err)
-	}
-	tables, err := aztables.NewServiceClientFromConnectionString(env.storage, &aztables.ClientOptions{ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.store, err = jobs.New(tables, jobs.Options{Table: "mon" + strings.ReplaceAll(azurite.UniqueName("t"), "-", ""),
-		Logger: slog.New(slog.DiscardHandler)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.store.EnsureTable(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.blob.CreateContainer(ctx, w.staging, nil); err != nil {
-		t.Fatal(err)
-	}
+	app := testenv.NewApp(t, testenv.AppOptions{SharePoint: w.sp, Storage: testenv.NewAppStorage(t, w.sp.Storage), Logs: w.logs,
+		SPORetryBudget: -1, StoreLogger: slog.New(slog.DiscardHandler), SitePrefix: "mon", TablePrefix: "mon"})
+	w.ca, w.emu, w.custody, w.spo, w.store, w.log = w.sp.CA, w.sp.Emulator, app.Custody, app.SPO, app.Store, app.Log
+	w.blob, w.queue, w.staging = app.Storage.Blob, app.Storage.Queue, app.Staging
+	w.site, w.siteURL = app.Site, app.SiteURL
 	return w
 }
 
@@ -211,7 +110,7 @@ func (w *world) release(ph spoemu.Phase) {
 func (w *world) monitor(adjust func(*Options)) *Monitor {
 	w.t.Helper()
 	o := Options{Jobs: w.store, Vault: w.custody, SPO: w.spo, Storage: Storage{Blob: w.blob, Queue: w.queue},
-		ReportsContainer: w.reports, PoisonQueue: w.poison, SASTransport: env.ca.HTTPClient(), Logger: w.log,
+		ReportsContainer: w.reports, PoisonQueue: w.poison, SASTransport: w.ca.HTTPClient(), Logger: w.log,
 		SweepInterval: time.Minute}
 	if adjust != nil {
 		adjust(&o)
@@ -287,7 +186,7 @@ func (w *world) newJob(o jobOptions) *testJob {
 			t.Fatal(err)
 		}
 	}
-	w.secrets = append(w.secrets, secretForms(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, tj.queue)...)
+	w.secrets = append(w.secrets, capture.SecretForms(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, tj.queue)...)
 	w.stage(c, o)
 	if _, err := w.custody.PutJob(ctx, tj.id, w.siteURL, vault.JobSecret{Key: c.EncryptionKey, DataContainerURI: c.DataContainerURI,
 		MetadataContainerURI: c.MetadataContainerURI, QueueURI: tj.queue, ProvisionedAt: time.Now()}); err != nil {
@@ -321,85 +220,26 @@ func (w *world) newJob(o jobOptions) *testJob {
 
 // stage uploads the package of o into the containers of c.
 func (w *world) stage(c spo.Containers, o jobOptions) {
-	t := w.t
-	t.Helper()
-	ctx := context.Background()
+	w.t.Helper()
 	files := o.files
 	if files == nil {
 		files = []string{"Reports/q1.txt", "Reports/q2.txt"}
 	}
-	b := migpkg.NewBuilder(migpkg.BuilderOptions{SiteURL: w.siteURL, WebID: w.emu.WebID(w.site)})
+	var bf []migpkg.BuildFile
 	for i, p := range files {
 		content := fmt.Sprintf("file %d: %s\n", i, strings.Repeat("data ", 10*i+1))
-		if err := b.AddFile(migpkg.BuildFile{Path: p, Size: int64(len(content)), Content: strings.NewReader(content)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var zipBuf bytes.Buffer
-	if err := b.Write(&zipBuf); err != nil {
-		t.Fatal(err)
-	}
-	pkg, err := migpkg.Open(bytes.NewReader(zipBuf.Bytes()), int64(zipBuf.Len()), migpkg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pkg.Validate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	items, err := pkg.Items()
-	if err != nil {
-		t.Fatal(err)
-	}
-	co := &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}}
-	data, err := container.NewClientWithNoCredential(c.DataContainerURI, co)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, err := container.NewClientWithNoCredential(c.MetadataContainerURI, co)
-	if err != nil {
-		t.Fatal(err)
+		bf = append(bf, migpkg.BuildFile{Path: p, Size: int64(len(content)), Content: strings.NewReader(content)})
 	}
 	skipped := 0
-	for _, it := range items {
-		if it.Container == migpkg.Data && skipped < o.skipData {
-			skipped++
-			continue
-		}
-		if o.skipOpt && it.Name == migpkg.FileRequirements {
-			continue
-		}
-		cc := data
-		if it.Container == migpkg.Metadata {
-			cc = meta
-		}
-		rc, err := it.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		bb := cc.NewBlockBlobClient(it.Name)
-		upload(t, bb, rc, c.EncryptionKey)
-		rc.Close()
-		if _, err := bb.CreateSnapshot(ctx, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// upload encrypts plain with key and a fresh IV and uploads it with the IV metadata.
-func upload(t *testing.T, bb *blockblob.Client, plain io.Reader, key []byte) {
-	t.Helper()
-	iv, err := crypt.NewIV()
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := crypt.NewEncryptReader(plain, key, iv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ivText := base64.StdEncoding.EncodeToString(iv)
-	if _, err := bb.UploadStream(context.Background(), er, &blockblob.UploadStreamOptions{Metadata: map[string]*string{"IV": &ivText}}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.StagePackage(w.t, c, testenv.PackageOptions{SiteURL: w.siteURL, WebID: w.emu.WebID(w.site), Files: bf,
+		ClientOptions: w.sp.ClientOptions(),
+		Skip: func(it migpkg.Item) bool {
+			if it.Container == migpkg.Data && skipped < o.skipData {
+				skipped++
+				return true
+			}
+			return o.skipOpt && it.Name == migpkg.FileRequirements
+		}})
 }
 
 // wait waits for the emulator to end a job.
@@ -461,25 +301,6 @@ func (w *world) checkNoSecrets() {
 	}
 }
 
-// secretForms lists the textual forms of a key and of the signatures of URIs.
-func secretForms(t *testing.T, key []byte, uris ...string) []string {
-	t.Helper()
-	out := []string{base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key), base64.RawStdEncoding.EncodeToString(key)}
-	for _, u := range uris {
-		if u == "" {
-			continue
-		}
-		p, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sig := p.Query().Get("sig"); sig != "" {
-			out = append(out, sig, url.QueryEscape(sig))
-		}
-	}
-	return out
-}
-
 // readBlob reads a blob of the app's storage.
 func (w *world) readBlob(containerName, name string) []byte {
 	w.t.Helper()
@@ -498,31 +319,7 @@ func (w *world) readBlob(containerName, name string) []byte {
 // emulatorLog reads and decrypts a log blob the emulator wrote to the job's metadata container.
 func (w *world) emulatorLog(tj *testJob, name string) ([]byte, bool) {
 	w.t.Helper()
-	cc, err := container.NewClientWithNoCredential(tj.meta, &container.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	resp, err := cc.NewBlobClient(name).DownloadStream(context.Background(), nil)
-	if err != nil {
-		if storageStatus(err) == 404 {
-			return nil, false
-		}
-		w.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	ct, err := io.ReadAll(resp.Body)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	iv, err := crypt.ParseIV(metaValue(resp.Metadata, "IV"))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	plain, err := crypt.DecryptBytes(ct, tj.key, iv)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return plain, true
+	return testenv.ReadEncrypted(w.t, tj.meta, name, tj.key, w.sp.ClientOptions())
 }
 
 // callbackServer is a callback target answering the given statuses in turn (the last one repeats).

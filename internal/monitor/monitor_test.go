@@ -199,7 +199,7 @@ func TestEventSeenTwice(t *testing.T) {
 	if first.State != jobs.StateCompletedWithErrors {
 		t.Fatalf("state %s", first.State)
 	}
-	q, err := azqueue.NewQueueClientWithNoCredential(tj.queue, &azqueue.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}})
+	q, err := azqueue.NewQueueClientWithNoCredential(tj.queue, &azqueue.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: w.ca.HTTPClient()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestUnknownMessages(t *testing.T) {
 			w := newWorld(t, worldOptions{gate: true})
 			tj := w.newJob(jobOptions{})
 			w.waitEvent(tj, crypt.EventJobQueued)
-			q, err := azqueue.NewQueueClientWithNoCredential(tj.queue, &azqueue.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: env.ca.HTTPClient()}})
+			q, err := azqueue.NewQueueClientWithNoCredential(tj.queue, &azqueue.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: w.ca.HTTPClient()}})
 			if err != nil {
 				t.Fatal(err)
 			}

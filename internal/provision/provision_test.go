@@ -42,7 +42,7 @@ func TestCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.State != jobs.StateAwaitingPackage || j.SiteURL != f.siteURL || j.WebID != f.w.spo.WebID(f.site) || j.Label != "HR" ||
+	if j.State != jobs.StateAwaitingPackage || j.SiteURL != f.siteURL || j.WebID != f.w.Emulator.WebID(f.site) || j.Label != "HR" ||
 		j.Source != jobs.SourceAPI || j.CallbackURL != "https://hooks.example.com/done" || !provision.IsGUID(j.ID) {
 		t.Errorf("job = %+v", j)
 	}
@@ -74,7 +74,7 @@ func TestCreate(t *testing.T) {
 	}
 
 	// A second job on the site: new containers and key, the same queue; the web id given is not looked up.
-	j2, err := s.Create(ctx, provision.Request{SiteURL: f.siteURL, WebID: strings.ToUpper(f.w.spo.WebID(f.site))})
+	j2, err := s.Create(ctx, provision.Request{SiteURL: f.siteURL, WebID: strings.ToUpper(f.w.Emulator.WebID(f.site))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestCreate(t *testing.T) {
 	if j2.ID == j.ID || bytes.Equal(sec2.Key, sec.Key) || sec2.DataContainerURI == sec.DataContainerURI || sec2.QueueURI != sec.QueueURI {
 		t.Error("second job: want a new id, key and containers, and the same queue")
 	}
-	if j2.WebID != f.w.spo.WebID(f.site) {
+	if j2.WebID != f.w.Emulator.WebID(f.site) {
 		t.Errorf("web id %q, want lower case", j2.WebID)
 	}
 	if n := f.sec.count("ProvisionMigrationQueue"); n != 1 {
@@ -137,7 +137,7 @@ func TestCreateIdempotent(t *testing.T) {
 		t.Errorf("containers provisioned %d times, want 1", n)
 	}
 	// The same id for another site is refused.
-	other := f.w.spo.SiteURL(f.site + "-other")
+	other := f.w.Emulator.SiteURL(f.site + "-other")
 	if _, err := s.Create(ctx, provision.Request{SiteURL: other, JobID: id}); !errors.Is(err, provision.ErrJobIDInUse) {
 		t.Errorf("same id, other site: %v", err)
 	}
@@ -370,8 +370,8 @@ func TestCreateErrors(t *testing.T) {
 		}
 	}
 	// Throttled after the containers were handed out: the error names the throttling, not the secrets.
-	f.w.spo.SetFaults(f.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 5, Status: 429, RetryAfter: 9, Methods: []string{"ProvisionMigrationQueue"}}})
-	defer f.w.spo.SetFaults(f.site, spoemu.Faults{})
+	f.w.Emulator.SetFaults(f.site, spoemu.Faults{Throttle: &spoemu.Throttle{Count: 5, Status: 429, RetryAfter: 9, Methods: []string{"ProvisionMigrationQueue"}}})
+	defer f.w.Emulator.SetFaults(f.site, spoemu.Faults{})
 	_, err := s.Create(ctx, provision.Request{SiteURL: f.siteURL})
 	var te *spo.ThrottledError
 	if !errors.As(err, &te) || te.RetryAfterSeconds() != 9 {
@@ -380,7 +380,7 @@ func TestCreateErrors(t *testing.T) {
 	if leaks := f.sec.leaked(err.Error()); len(leaks) > 0 || strings.Contains(err.Error(), "sig=") {
 		t.Errorf("error carries a secret: %v", leaks)
 	}
-	f.w.spo.SetFaults(f.site, spoemu.Faults{})
+	f.w.Emulator.SetFaults(f.site, spoemu.Faults{})
 	// Key Vault throttling beyond the retries.
 	f.kv.InjectFaults(kvemu.Fault{Status: 429, Count: 10, RetryAfter: 2 * time.Minute})
 	defer f.kv.ClearFaults()

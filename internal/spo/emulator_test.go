@@ -12,92 +12,42 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
 	"github.com/spomig/spomig/internal/crypt"
-	"github.com/spomig/spomig/internal/dev/azurite"
-	"github.com/spomig/spomig/internal/dev/devtls"
 	"github.com/spomig/spomig/internal/dev/identity"
 	"github.com/spomig/spomig/internal/dev/spoemu"
+	"github.com/spomig/spomig/internal/dev/testenv"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 	"github.com/spomig/spomig/internal/migpkg"
 	"github.com/spomig/spomig/internal/spo"
 )
 
-func TestMain(m *testing.M) {
-	code := azurite.RunMain(m)
-	stopStorage()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m)) }
 
-// storage is "SharePoint's storage account" of every emulator of these tests: one Azurite over HTTPS
-// (a leaf of the dev CA, so that SAS carry spr=https), started on first use and stopped by TestMain.
-// Each test isolates itself by its own site names (and so containers and queue).
-var storage struct {
-	once sync.Once
-	ca   *devtls.CA
-	srv  *azurite.Server
-	dir  string
-	err  error
-}
-
-func sharedStorage(t *testing.T) (*devtls.CA, string) {
-	t.Helper()
-	storage.once.Do(func() {
-		if storage.ca, storage.err = devtls.New(); storage.err != nil {
-			return
-		}
-		if storage.dir, storage.err = os.MkdirTemp("", "spo-emulator-test-"); storage.err != nil {
-			return
-		}
-		cert, key, err := storage.ca.WriteServerCert(storage.dir)
-		if err != nil {
-			storage.err = err
-			return
-		}
-		storage.srv, storage.err = azurite.Start(context.Background(), azurite.Options{CertFile: cert, KeyFile: key})
-	})
-	if storage.err != nil {
-		t.Fatalf("HTTPS Azurite: %v", storage.err)
-	}
-	return storage.ca, storage.srv.ConnectionString()
-}
-
-func stopStorage() {
-	if storage.srv != nil {
-		storage.srv.Stop()
-	}
-	if storage.dir != "" {
-		os.RemoveAll(storage.dir)
-	}
-}
-
-// emuEnv is one emulator (on the shared HTTPS Azurite) and a spo.Client for it, built the way the
-// local stack builds it.
+// emuEnv is one emulator (on the package's shared HTTPS Azurite, "SharePoint's storage account") and a
+// spo.Client for it, built the way the local stack builds it. Each test isolates itself by its own site
+// names (and so containers and queue).
 type emuEnv struct {
+	sp     *testenv.SharePoint
 	e      *spoemu.Emulator
 	client *spo.Client
 	sent   *countingTransport // every request the client sent
 	tokens *atomic.Int32      // token requests the identity endpoint served
-	logs   *lockedBuffer      // the client's debug log
+	logs   *capture.Buffer    // the client's debug log
 	blob   string             // Azurite blob host:port ("SharePoint's storage account")
 	queue  string             // Azurite queue host:port
 }
@@ -114,24 +64,6 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (c *countingTransport) count() int { return int(c.n.Load()) }
-
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startEmu starts an emulator for the test and a client with the real managed-identity credential.
 // The emulator checks the tokens' audience, so a token for the wrong scope would be refused.
@@ -153,51 +85,23 @@ func startEmu(t *testing.T, opts spoemu.Options) *emuEnv {
 		t.Fatal(err)
 	}
 
-	opts.CA, opts.StorageConnectionString = sharedStorage(t)
 	opts.CheckAudience = true
-	e := spoemu.StartTest(t, opts)
-	blob, queue := storageHosts(t, e)
+	sp := testenv.StartSharePoint(t, opts)
+	hosts := sp.Hosts()
+	blob, queue := hosts[0], hosts[1]
 
-	hc := e.HTTPClient()
-	sent := &countingTransport{base: hc.Transport}
-	hc.Transport = sent
-	logs := &lockedBuffer{}
-	tenant := strings.TrimPrefix(e.URL(), "https://")
-	client, err := spo.New(spo.Options{
-		Credential:          cred,
-		TenantHost:          tenant,
-		AllowedStorageHosts: []string{blob, queue},
-		HTTPClient:          hc,
-		Organisation:        "Contoso",
-		Version:             "1.0.0",
-		Logger:              slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	sent := &countingTransport{}
+	logs := &capture.Buffer{}
+	client := sp.Client(t, testenv.ClientOptions{
+		Credential:   cred,
+		Wrap:         func(base http.RoundTripper) http.RoundTripper { sent.base = base; return sent },
+		Organisation: "Contoso",
+		Version:      "1.0.0",
+		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &emuEnv{e: e, client: client, sent: sent, tokens: &tokens, logs: logs, blob: blob, queue: queue}
+	env := &emuEnv{sp: sp, e: sp.Emulator, client: client, sent: sent, tokens: &tokens, logs: logs, blob: blob, queue: queue}
 	t.Cleanup(func() { env.checkLogsRedacted(t) })
 	return env
-}
-
-// storageHosts reads the emulator's storage endpoints from its admin API (it exports no accessor).
-func storageHosts(t *testing.T, e *spoemu.Emulator) (blob, queue string) {
-	t.Helper()
-	resp, err := e.HTTPClient().Get(e.URL() + "/_emulator/health")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var h struct{ BlobEndpoint, QueueEndpoint string }
-	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-		t.Fatal(err)
-	}
-	bu, err1 := url.Parse(h.BlobEndpoint)
-	qu, err2 := url.Parse(h.QueueEndpoint)
-	if err := errors.Join(err1, err2); err != nil || bu.Host == "" || qu.Host == "" {
-		t.Fatalf("emulator health: blob %q, queue %q: %v", h.BlobEndpoint, h.QueueEndpoint, err)
-	}
-	return bu.Host, qu.Host
 }
 
 // sigValue matches a SAS signature's value (as RedactURL does).
@@ -223,14 +127,9 @@ func (env *emuEnv) checkLogsRedacted(t *testing.T) {
 }
 
 // site is a fresh site of the emulator, by name and URL.
-func (env *emuEnv) site(prefix string) (name, siteURL string) {
-	name = azurite.UniqueName(prefix)
-	return name, env.e.SiteURL(name)
-}
+func (env *emuEnv) site(prefix string) (name, siteURL string) { return env.sp.NewSite(prefix) }
 
-func (env *emuEnv) storageOptions() azcore.ClientOptions {
-	return azcore.ClientOptions{Transport: env.e.HTTPClient()}
-}
+func (env *emuEnv) storageOptions() azcore.ClientOptions { return env.sp.ClientOptions() }
 
 // keyFor is a crypt key source that knows one job.
 func keyFor(jobID string, key []byte) func(string) ([]byte, error) {
@@ -276,105 +175,16 @@ func findEvent(evs []crypt.Event, name string) (crypt.Event, bool) {
 	return crypt.Event{}, false
 }
 
-// stagePackage builds a valid package for the site with migpkg's Builder and uploads it as a client
-// does: through the container SAS only, every item encrypted with the job key and a fresh IV (blob
-// metadata "IV"), then snapshotted. It streams: the zip goes to a temporary file, the items through
-// the encrypting reader.
+// stagePackage builds a valid package for the site and uploads it as a client does (testenv.StagePackage).
 func stagePackage(t *testing.T, env *emuEnv, c spo.Containers, siteURL, webID string, files []migpkg.BuildFile) {
 	t.Helper()
-	ctx := t.Context()
-	b := migpkg.NewBuilder(migpkg.BuilderOptions{SiteURL: siteURL, WebID: webID})
-	for _, f := range files {
-		if err := b.AddFile(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	zf, err := os.Create(filepath.Join(t.TempDir(), "package.zip"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zf.Close()
-	if err := b.Write(zf); err != nil {
-		t.Fatal(err)
-	}
-	st, err := zf.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkg, err := migpkg.Open(zf, st.Size(), migpkg.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pkg.Validate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	items, err := pkg.Items()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients := map[migpkg.Kind]*container.Client{}
-	for kind, uri := range map[migpkg.Kind]string{migpkg.Data: c.DataContainerURI, migpkg.Metadata: c.MetadataContainerURI} {
-		cc, err := container.NewClientWithNoCredential(uri, &container.ClientOptions{ClientOptions: env.storageOptions()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[kind] = cc
-	}
-	for _, it := range items {
-		bb := clients[it.Container].NewBlockBlobClient(it.Name)
-		uploadEncrypted(t, bb, it, c.EncryptionKey)
-		if _, err := bb.CreateSnapshot(ctx, nil); err != nil {
-			t.Fatalf("snapshot %s: %v", it.Name, err)
-		}
-	}
-}
-
-func uploadEncrypted(t *testing.T, bb *blockblob.Client, it migpkg.Item, key []byte) {
-	t.Helper()
-	rc, err := it.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	iv, err := crypt.NewIV()
-	if err != nil {
-		t.Fatal(err)
-	}
-	er, err := crypt.NewEncryptReader(rc, key, iv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ivText := base64.StdEncoding.EncodeToString(iv)
-	if _, err := bb.UploadStream(t.Context(), er, &blockblob.UploadStreamOptions{
-		Metadata: map[string]*string{"IV": &ivText}}); err != nil {
-		t.Fatalf("upload %s: %v", it.Name, err)
-	}
+	testenv.StagePackage(t, c, testenv.PackageOptions{SiteURL: siteURL, WebID: webID, Files: files, ClientOptions: env.storageOptions()})
 }
 
 // drainQueue dequeues and deletes every message of the report queue through its SAS.
 func drainQueue(t *testing.T, env *emuEnv, queueURI string) []string {
 	t.Helper()
-	qc, err := azqueue.NewQueueClientWithNoCredential(queueURI, &azqueue.ClientOptions{ClientOptions: env.storageOptions()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for {
-		n := int32(32)
-		resp, err := qc.DequeueMessages(t.Context(), &azqueue.DequeueMessagesOptions{NumberOfMessages: &n})
-		if err != nil {
-			t.Fatalf("dequeue: %v", err)
-		}
-		if len(resp.Messages) == 0 {
-			return out
-		}
-		for _, m := range resp.Messages {
-			out = append(out, *m.MessageText)
-			if _, err := qc.DeleteMessage(t.Context(), *m.MessageID, *m.PopReceipt, nil); err != nil {
-				t.Fatalf("delete message: %v", err)
-			}
-		}
-	}
+	return testenv.DrainQueue(t, queueURI, env.storageOptions())
 }
 
 // openQueueMessages decodes report-queue messages with the job key, checking that each one is an
@@ -751,34 +561,11 @@ func TestEmulatorEncryptedJob(t *testing.T) {
 // its metadata.
 func readEncryptedBlob(t *testing.T, env *emuEnv, containerURI, name string, key []byte) string {
 	t.Helper()
-	cc, err := container.NewClientWithNoCredential(containerURI, &container.ClientOptions{ClientOptions: env.storageOptions()})
-	if err != nil {
-		t.Fatal(err)
+	plain, ok := testenv.ReadEncrypted(t, containerURI, name, key, env.storageOptions())
+	if !ok {
+		t.Fatalf("download %s: no such blob", name)
 	}
-	resp, err := cc.NewBlobClient(name).DownloadStream(t.Context(), nil)
-	if err != nil {
-		t.Fatalf("download %s: %v", name, err)
-	}
-	defer resp.Body.Close()
-	var ivText string
-	for k, v := range resp.Metadata {
-		if strings.EqualFold(k, "IV") && v != nil {
-			ivText = *v
-		}
-	}
-	iv, err := crypt.ParseIV(ivText)
-	if err != nil {
-		t.Fatalf("%s: IV metadata: %v", name, err)
-	}
-	dr, err := crypt.NewDecryptReader(resp.Body, key, iv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	if _, err := io.Copy(&b, dr); err != nil {
-		t.Fatalf("%s does not decrypt with the job key: %v", name, err)
-	}
-	return b.String()
+	return string(plain)
 }
 
 // TestEmulatorCreateJobRefused covers SharePoint's refusals of CreateMigrationJobEncrypted and the

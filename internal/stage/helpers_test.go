@@ -30,6 +30,7 @@ import (
 
 	"github.com/spomig/spomig/internal/crypt"
 	"github.com/spomig/spomig/internal/dev/azurite"
+	"github.com/spomig/spomig/internal/dev/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(azurite.RunMain(m)) }
@@ -59,7 +60,7 @@ func testData(n int, seed uint64) []byte {
 // world is an Azurite account with a pair of SPO-like containers reached by rw SAS URLs, and
 // shared-key clients for the checks SPO's SAS cannot do (listing snapshots).
 type world struct {
-	srv              *azurite.Server
+	app              *testenv.AppStorage
 	cred             *azblob.SharedKeyCredential
 	data, meta       *container.Client // shared key
 	dataSAS, metaSAS string            // container URLs with sp=rw
@@ -67,22 +68,13 @@ type world struct {
 
 func newWorld(t testing.TB) *world {
 	t.Helper()
-	srv := azurite.Shared(t)
 	cred, err := azblob.NewSharedKeyCredential(azurite.Account, azurite.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := azblob.NewClientWithSharedKeyCredential(srv.BlobURL+"/", cred, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{srv: srv, cred: cred}
+	w := &world{app: testenv.NewAppStorage(t, nil), cred: cred}
 	mk := func(prefix string) (*container.Client, string) {
-		name := azurite.UniqueName(prefix)
-		if _, err := svc.CreateContainer(context.Background(), name, nil); err != nil {
-			t.Fatalf("create container: %v", err)
-		}
-		cc := svc.ServiceClient().NewContainerClient(name)
+		cc := w.app.Blob.ServiceClient().NewContainerClient(w.app.Container(t, prefix))
 		return cc, w.sasURL(t, cc, time.Now().Add(-5*time.Minute), time.Now().Add(time.Hour))
 	}
 	w.data, w.dataSAS = mk("data")

@@ -2,26 +2,21 @@ package submit
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-
 	"github.com/spomig/spomig/internal/dev/azurite"
-	"github.com/spomig/spomig/internal/dev/devtls"
 	"github.com/spomig/spomig/internal/dev/kvemu"
 	"github.com/spomig/spomig/internal/dev/spoemu"
+	"github.com/spomig/spomig/internal/dev/testenv"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 	"github.com/spomig/spomig/internal/jobs"
-	"github.com/spomig/spomig/internal/spo"
 	"github.com/spomig/spomig/internal/vault"
 )
 
@@ -29,32 +24,13 @@ import (
 // SharePoint job, and no key or signature reaches the logs.
 func TestExactlyOnceAgainstEmulators(t *testing.T) {
 	ctx := context.Background()
-	var logs logBuffer
-	log := logs.logger()
-	ca, err := devtls.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	emu := spoemu.StartTest(t, spoemu.Options{CA: ca,
+	var logs capture.Buffer
+	log := logs.Logger()
+	sp := testenv.StartSharePoint(t, spoemu.Options{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
-	kv, err := kvemu.Start(kvemu.Options{CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kv.Close() })
-	custody, err := vault.New(vault.Options{VaultURL: kv.URL(), Credential: &kvemu.Credential{},
-		DisableChallengeResourceVerification: true, ClientOptions: azcore.ClientOptions{Transport: ca.HTTPClient()}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var health struct{ BlobEndpoint, QueueEndpoint string }
-	getJSON(t, emu.HTTPClient(), emu.URL()+"/_emulator/health", &health)
-	client, err := spo.New(spo.Options{Credential: &kvemu.Credential{}, TenantHost: strings.TrimPrefix(emu.URL(), "https://"),
-		HTTPClient: ca.HTTPClient(), AllowedStorageHosts: []string{hostOf(t, health.BlobEndpoint), hostOf(t, health.QueueEndpoint)},
-		Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	emu := sp.Emulator
+	custody := testenv.Custody(t, kvemu.StartTest(t, kvemu.Options{CA: sp.CA}), testenv.CustodyOptions{Logger: log})
+	client := sp.Client(t, testenv.ClientOptions{Logger: log})
 
 	site := "/sites/" + azurite.UniqueName("submit")
 	siteURL := emu.SiteURL(site)
@@ -114,29 +90,11 @@ func TestExactlyOnceAgainstEmulators(t *testing.T) {
 	if !strings.Contains(text, j.ID) {
 		t.Fatalf("the logs do not even name the job: %s", text)
 	}
-	for _, secret := range secretsOf(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, q.JobQueueURI) {
+	for _, secret := range capture.SecretForms(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, q.JobQueueURI) {
 		if strings.Contains(text, secret) {
 			t.Fatalf("the logs contain a secret (%.6s…)", secret)
 		}
 	}
-}
-
-// secretsOf lists the textual forms of a key and of the SAS signatures of URIs.
-func secretsOf(t *testing.T, key []byte, uris ...string) []string {
-	t.Helper()
-	out := []string{base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key), base64.RawStdEncoding.EncodeToString(key)}
-	for _, u := range uris {
-		p, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sig := p.Query().Get("sig")
-		if sig == "" {
-			t.Fatalf("URI without a signature")
-		}
-		out = append(out, sig, url.QueryEscape(sig))
-	}
-	return out
 }
 
 func getJSON(t *testing.T, c *http.Client, u string, v any) {
@@ -152,13 +110,4 @@ func getJSON(t *testing.T, c *http.Client, u string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func hostOf(t *testing.T, raw string) string {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		t.Fatalf("endpoint %q: %v", raw, errors.Join(err, errors.New("no host")))
-	}
-	return u.Host
 }

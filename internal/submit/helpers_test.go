@@ -4,25 +4,21 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptrace"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
-
-	"github.com/spomig/spomig/internal/dev/azurite"
+	"github.com/spomig/spomig/internal/dev/testenv"
 	"github.com/spomig/spomig/internal/jobs"
 	"github.com/spomig/spomig/internal/spo"
 	"github.com/spomig/spomig/internal/vault"
 )
 
-func TestMain(m *testing.M) { os.Exit(azurite.RunMain(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.RunMain(m)) }
 
 const (
 	testSite  = "https://contoso.sharepoint.com/sites/hr"
@@ -40,22 +36,7 @@ var (
 // newStore returns a job store over a new table of the shared Azurite.
 func newStore(t *testing.T) *jobs.Store {
 	t.Helper()
-	srv := azurite.Shared(t)
-	svc, err := aztables.NewServiceClientFromConnectionString(srv.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jobs.New(svc, jobs.Options{
-		Table:  "submit" + strings.ReplaceAll(azurite.UniqueName("t"), "-", ""),
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.EnsureTable(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return testenv.JobStore(t, testenv.StoreOptions{TablePrefix: "submit"})
 }
 
 var idSeq atomic.Int64
@@ -172,30 +153,6 @@ func (f *fakeSPO) count() int {
 	defer f.mu.Unlock()
 	return f.calls
 }
-
-// logBuffer captures slog output of every level.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-var _ io.Writer = (*logBuffer)(nil)
 
 func newSubmitter(t *testing.T, opts Options) *Submitter {
 	t.Helper()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spomig/spomig/functions"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 	"github.com/spomig/spomig/internal/jobs"
 	"github.com/spomig/spomig/internal/spo"
 	"github.com/spomig/spomig/internal/vault"
@@ -244,8 +244,8 @@ func TestFailures(t *testing.T) {
 			if !tc.noSecret {
 				v.put(j.ID, secret())
 			}
-			var logs logBuffer
-			s := newSubmitter(t, Options{Jobs: store, Vault: v, SPO: fs, Logger: logs.logger()})
+			var logs capture.Buffer
+			s := newSubmitter(t, Options{Jobs: store, Vault: v, SPO: fs, Logger: logs.Logger()})
 			err := s.Submit(context.Background(), EncodeMessage(j.ID), tc.dequeue)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Submit = %v, want error %t", err, tc.wantErr)
@@ -362,8 +362,6 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
-
-var _ io.Writer = (*logBuffer)(nil)
 
 var _ functions.Submitter = (*Submitter)(nil)
 

@@ -30,6 +30,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/spomig/spomig/internal/dev/kvemu"
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 )
 
 // ---- test plumbing ----
@@ -97,16 +98,6 @@ type envOpts struct {
 	purge time.Duration
 }
 
-func startEmu(t *testing.T, o kvemu.Options) *kvemu.Server {
-	t.Helper()
-	srv, err := kvemu.Start(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
-}
-
 func newCustody(t *testing.T, srv *kvemu.Server, o envOpts) *env {
 	t.Helper()
 	rec := &recorder{c: srv.HTTPClient()}
@@ -134,7 +125,7 @@ func newCustody(t *testing.T, srv *kvemu.Server, o envOpts) *env {
 
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	return newCustody(t, startEmu(t, o.emu), o)
+	return newCustody(t, kvemu.StartTest(t, o.emu), o)
 }
 
 // raw is a plain azsecrets client on the same emulator, to look at what custody stored.
@@ -277,7 +268,7 @@ func TestJobAndQueueRoundTrip(t *testing.T) {
 func TestRestartKeepsSecrets(t *testing.T) {
 	ctx := context.Background()
 	data := filepath.Join(t.TempDir(), "kv")
-	srv := startEmu(t, kvemu.Options{DataDir: data})
+	srv := kvemu.StartTest(t, kvemu.Options{DataDir: data})
 	e := newCustody(t, srv, envOpts{})
 	s := newJobSecret(t)
 	if _, err := e.cust.PutJob(ctx, "job-restart", site, s); err != nil {
@@ -293,7 +284,7 @@ func TestRestartKeepsSecrets(t *testing.T) {
 		t.Fatal("the stopped emulator still answers")
 	}
 
-	srv2 := startEmu(t, kvemu.Options{DataDir: data}) // same folder, new port, same CA (DataDir/../tls)
+	srv2 := kvemu.StartTest(t, kvemu.Options{DataDir: data}) // same folder, new port, same CA (DataDir/../tls)
 	e2 := newCustody(t, srv2, envOpts{})
 	got, err := e2.cust.GetJob(ctx, "job-restart")
 	if err != nil || !bytes.Equal(got.Key, s.Key) {
@@ -449,7 +440,7 @@ func TestThrottledAfterRetries(t *testing.T) {
 
 func TestForbiddenNamesTheIdentity(t *testing.T) {
 	ctx := context.Background()
-	srv := startEmu(t, kvemu.Options{VaultName: "spomig-kv", AccessPolicies: []kvemu.AccessPolicy{{Identity: "allowed-oid"}}})
+	srv := kvemu.StartTest(t, kvemu.Options{VaultName: "spomig-kv", AccessPolicies: []kvemu.AccessPolicy{{Identity: "allowed-oid"}}})
 	ok := newCustody(t, srv, envOpts{oid: "allowed-oid"})
 	if _, err := ok.cust.PutJob(ctx, "job-f", site, newJobSecret(t)); err != nil {
 		t.Fatal(err)
@@ -687,16 +678,14 @@ func TestJobSecretRedaction(t *testing.T) {
 // that was logged (custody, the emulator, azcore's own log) and every error text for the key and the SAS
 // signatures (and the bearer tokens).
 func TestNoSecretsInLogsOrErrors(t *testing.T) {
-	var mu sync.Mutex
-	var logs bytes.Buffer
-	lw := lockedWriter{&mu, &logs}
-	logger := slog.New(slog.NewJSONHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	azlog.SetListener(func(ev azlog.Event, msg string) { fmt.Fprintf(lw, "azcore %s: %s\n", ev, msg) })
+	var logs capture.Buffer
+	logger := logs.Logger()
+	azlog.SetListener(func(ev azlog.Event, msg string) { fmt.Fprintf(&logs, "azcore %s: %s\n", ev, msg) })
 	t.Cleanup(func() { azlog.SetListener(nil) })
 
 	ctx := context.Background()
 	data := filepath.Join(t.TempDir(), "kv")
-	srv := startEmu(t, kvemu.Options{DataDir: data, Logger: logger.With("component", "kvemu"), DeleteLatency: 300 * time.Millisecond,
+	srv := kvemu.StartTest(t, kvemu.Options{DataDir: data, Logger: logger.With("component", "kvemu"), DeleteLatency: 300 * time.Millisecond,
 		AccessPolicies: []kvemu.AccessPolicy{{Identity: "custody-oid"}, {Identity: "reader-oid", Permissions: []string{kvemu.PermGet}}}})
 	e := newCustody(t, srv, envOpts{oid: "custody-oid", log: logger, retry: policy.RetryOptions{MaxRetries: 1}})
 	reader := newCustody(t, srv, envOpts{oid: "reader-oid", log: logger})
@@ -738,9 +727,7 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 		t.Fatalf("expected several failures to inspect, got %v", errs)
 	}
 
-	mu.Lock()
 	text := logs.String()
-	mu.Unlock()
 	for _, err := range errs {
 		text += "\nERROR " + err.Error() + fmt.Sprintf(" %v %+v", err, err)
 		var re *azcore.ResponseError
@@ -768,17 +755,6 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 			t.Fatalf("secret %q found in logs or errors:\n%s", n, text[max(0, i-300):min(len(text), i+300)])
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func FuzzJobSecretName(f *testing.F) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,21 +22,13 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/spomig/spomig/internal/dev/testenv/capture"
 )
 
 const apiVersion = "2026-04-01"
 
 var idRE = regexp.MustCompile(`^https://127\.0\.0\.1:\d+/secrets/[0-9a-zA-Z-]+/[0-9a-f]{32}$`)
-
-func start(t *testing.T, opts Options) *Server {
-	t.Helper()
-	srv, err := Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv
-}
 
 func client(t *testing.T, srv *Server, cred azcore.TokenCredential, perCall ...policy.Policy) *azsecrets.Client {
 	t.Helper()
@@ -106,7 +97,7 @@ func token() string {
 }
 
 func TestAPIVersionChallengeAndToken(t *testing.T) {
-	srv := start(t, Options{TenantID: "11111111-2222-3333-4444-555555555555"})
+	srv := StartTest(t, Options{TenantID: "11111111-2222-3333-4444-555555555555"})
 
 	resp, b := do(t, srv, "GET", "/secrets/x", token(), nil)
 	if code, inner, _ := errCode(t, b); resp.StatusCode != 400 || code != "BadParameter" || inner != "MissingApiVersionParameter" {
@@ -145,7 +136,7 @@ func TestAPIVersionChallengeAndToken(t *testing.T) {
 }
 
 func TestStrictToken(t *testing.T) {
-	srv := start(t, Options{Strict: true})
+	srv := StartTest(t, Options{Strict: true})
 	wrongAud, _ := Token("https://storage.azure.com", DefaultTenantID, "o", "a", time.Hour)
 	expired, _ := Token(Resource, DefaultTenantID, "o", "a", -time.Minute)
 	otherTenant, _ := Token(Resource, "99999999-0000-0000-0000-000000000000", "o", "a", time.Hour)
@@ -174,7 +165,7 @@ func TestStrictToken(t *testing.T) {
 // TestSecretsLifecycleWithSDK drives every route through the real azsecrets client.
 func TestSecretsLifecycleWithSDK(t *testing.T) {
 	ctx := context.Background()
-	srv := start(t, Options{})
+	srv := StartTest(t, Options{})
 	cred := &Credential{TenantID: DefaultTenantID}
 	c := client(t, srv, cred)
 
@@ -341,7 +332,7 @@ func (m addMaxResults) Do(req *policy.Request) (*http.Response, error) {
 
 func TestPaging(t *testing.T) {
 	ctx := context.Background()
-	srv := start(t, Options{})
+	srv := StartTest(t, Options{})
 	c := client(t, srv, &Credential{})
 	names := []string{"a1", "b2", "C3", "d4", "e5", "f6", "g7"}
 	for _, n := range names {
@@ -456,7 +447,7 @@ func TestPaging(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	srv := start(t, Options{})
+	srv := StartTest(t, Options{})
 	q := "?api-version=" + apiVersion
 	big := strings.Repeat("x", MaxValueBytes+1)
 	manyTags := map[string]string{}
@@ -504,7 +495,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	data := filepath.Join(root, "kv")
-	srv := start(t, Options{DataDir: data})
+	srv := StartTest(t, Options{DataDir: data})
 	c := client(t, srv, &Credential{})
 	set, err := c.SetSecret(ctx, "keep-me", azsecrets.SetSecretParameters{Value: to.Ptr("persisted"), Tags: map[string]*string{"t": to.Ptr("1")}}, nil)
 	if err != nil {
@@ -527,7 +518,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		t.Fatalf("CA not in DataDir/../tls: %v", err)
 	}
 
-	srv2 := start(t, Options{DataDir: data})
+	srv2 := StartTest(t, Options{DataDir: data})
 	c2 := client(t, srv2, &Credential{})
 	got, err := c2.GetSecret(ctx, "keep-me", set.ID.Version(), nil)
 	if err != nil || *got.Value != "persisted" || *got.Tags["t"] != "1" {
@@ -542,7 +533,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 }
 
 func TestFaultInjection(t *testing.T) {
-	srv := start(t, Options{})
+	srv := StartTest(t, Options{})
 	q := "/secrets/nope?api-version=" + apiVersion
 	srv.InjectFaults(Fault{Status: 503, Count: 2, RetryAfter: 1500 * time.Millisecond})
 	for range 2 {
@@ -584,7 +575,7 @@ func TestFaultInjection(t *testing.T) {
 
 func TestAccessPolicy(t *testing.T) {
 	ctx := context.Background()
-	srv := start(t, Options{VaultName: "myvault", AccessPolicies: []AccessPolicy{
+	srv := StartTest(t, Options{VaultName: "myvault", AccessPolicies: []AccessPolicy{
 		{Identity: "writer-oid"},
 		{Identity: "reader-app", Permissions: []string{PermGet}},
 	}})
@@ -629,7 +620,7 @@ func (c *clock) Add(d time.Duration) {
 
 func TestAsyncDeleteAndRetention(t *testing.T) {
 	ck := &clock{t: time.Now()}
-	srv := start(t, Options{Now: ck.Now, DeleteLatency: 5 * time.Second, PurgeLatency: 3 * time.Second})
+	srv := StartTest(t, Options{Now: ck.Now, DeleteLatency: 5 * time.Second, PurgeLatency: 3 * time.Second})
 	q := "?api-version=" + apiVersion
 	put := func() (*http.Response, []byte) {
 		return do(t, srv, "PUT", "/secrets/s"+q, token(), map[string]string{"value": "v"})
@@ -677,14 +668,11 @@ func TestAsyncDeleteAndRetention(t *testing.T) {
 }
 
 func TestLogsCarryNoSecrets(t *testing.T) {
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	srv := start(t, Options{Logger: slogTo(&buf, &mu)})
+	var buf capture.Buffer
+	srv := StartTest(t, Options{Logger: buf.Logger()})
 	tok := token()
 	do(t, srv, "PUT", "/secrets/s?api-version="+apiVersion, tok, map[string]string{"value": "VALUE-XYZZY"})
 	do(t, srv, "GET", "/secrets/s/?api-version="+apiVersion, tok, nil)
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(buf.String(), `"path":"/secrets/s"`) {
 		t.Fatalf("no request log: %s", buf.String())
 	}
@@ -753,19 +741,4 @@ func FuzzParseJWT(f *testing.F) {
 		_ = c.audiences()
 		checkToken(s, DefaultTenantID, true, time.Now())
 	})
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func slogTo(w io.Writer, mu *sync.Mutex) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(lockedWriter{mu, w}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
