@@ -218,14 +218,12 @@ func (r *run) callbackPending(j *jobs.Job) bool {
 
 // callback POSTs the job's report to its callback URL: one attempt per run, with a short timeout,
 // after a backoff that doubles with each failed attempt; it gives up after CallbackMaxAttempts. Each
-// attempt is noted on the record.
+// attempt is first claimed on the record through its ETag (a "sending" note), so that overlapping runs
+// (the run that saw the end, sweeps, a past-due run) never POST the same report twice: a run that finds
+// an attempt in flight, or the callback delivered or abandoned, leaves it alone.
 func (r *run) callback(ctx context.Context, j *jobs.Job) {
-	failed, times := notes(j, noteCallbackFailed)
-	if n := len(failed); n > 0 {
-		wait := r.m.opts.CallbackBackoff << min(n-1, 20)
-		if r.now().Before(times[n-1].Add(wait)) {
-			return
-		}
+	if !r.callbackDue(j) {
+		return
 	}
 	target, err := r.callbackURL(ctx, j)
 	if err != nil {
@@ -244,10 +242,24 @@ func (r *run) callback(ctx context.Context, j *jobs.Job) {
 		r.noteCallback(ctx, j.ID, noteCallbackGaveUp+why)
 		return
 	}
+	attempt := 0
+	if _, err := r.update(ctx, j.ID, func(cur *jobs.Job) error {
+		if !r.callbackDue(cur) {
+			return errCallbackTaken
+		}
+		failed, _ := notes(cur, noteCallbackFailed)
+		attempt = len(failed) + 1
+		addNote(cur, r.now(), fmt.Sprintf("%sattempt %d", noteCallbackSending, attempt))
+		return nil
+	}); err != nil {
+		if !errors.Is(err, errCallbackTaken) {
+			r.log.WarnContext(ctx, "cannot claim the callback", "job_id", j.ID, "err", err.Error())
+		}
+		return
+	}
 	cbCtx, cancel := context.WithTimeout(ctx, r.m.opts.CallbackTimeout)
 	defer cancel()
 	err = r.post(cbCtx, target, j)
-	attempt := len(failed) + 1
 	if err == nil {
 		r.stats.callbacks++
 		r.log.InfoContext(ctx, "callback delivered", "job_id", j.ID, "url", safe, "attempt", attempt)
@@ -260,6 +272,36 @@ func (r *run) callback(ctx context.Context, j *jobs.Job) {
 	if attempt >= r.m.opts.CallbackMaxAttempts {
 		r.noteCallback(ctx, j.ID, fmt.Sprintf("%safter %d attempts", noteCallbackGaveUp, attempt))
 	}
+}
+
+// errCallbackTaken aborts a claim: another run is sending, or the callback is settled or backing off.
+var errCallbackTaken = errors.New("callback not due")
+
+// callbackDue: per the record alone, an attempt may start now — not delivered or abandoned, no attempt
+// in flight (a "sending" note newer than the last failure and younger than the callback timeout plus a
+// minute), and the backoff after the last failure has passed.
+func (r *run) callbackDue(j *jobs.Job) bool {
+	if done, _ := notes(j, noteCallbackDone); len(done) > 0 {
+		return false
+	}
+	if gaveUp, _ := notes(j, noteCallbackGaveUp); len(gaveUp) > 0 {
+		return false
+	}
+	failed, failedAt := notes(j, noteCallbackFailed)
+	var lastFailed time.Time
+	if n := len(failed); n > 0 {
+		lastFailed = failedAt[n-1]
+		if r.now().Before(lastFailed.Add(r.m.opts.CallbackBackoff << min(n-1, 20))) {
+			return false
+		}
+	}
+	if _, sendingAt := notes(j, noteCallbackSending); len(sendingAt) > 0 {
+		last := sendingAt[len(sendingAt)-1]
+		if last.After(lastFailed) && r.now().Before(last.Add(r.m.opts.CallbackTimeout+time.Minute)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *run) callbackURL(ctx context.Context, j *jobs.Job) (string, error) {
@@ -332,6 +374,11 @@ func (r *run) post(ctx context.Context, target string, j *jobs.Job) error {
 
 func (r *run) noteCallback(ctx context.Context, id, text string) {
 	if _, err := r.update(ctx, id, func(j *jobs.Job) error {
+		if text == noteCallbackDone {
+			if done, _ := notes(j, noteCallbackDone); len(done) > 0 {
+				return nil // delivered once is recorded once
+			}
+		}
 		addNote(j, r.now(), text)
 		return nil
 	}); err != nil {

@@ -13,13 +13,14 @@ import (
 // State is the job's state at the time and whose Reason starts with submit.NotePrefix. A note is
 // written in the same Update as what it records. Kinds, each a prefix after "note: ":
 const (
-	noteLogFile        = "log file: "           // a JobLogFileCreate file name
-	noteStatusCheck    = "status check: "       // a GetMigrationJobStatus answer of a job without events
-	noteLogs           = "logs: "               // the logs were stored (or could not be)
-	noteCallbackFailed = "callback failed: "    // one failed callback attempt
-	noteCallbackDone   = "callback delivered"   // the callback was answered 2xx
-	noteCallbackGaveUp = "callback abandoned: " // no more attempts
-	noteCleanedUp      = "cleaned up: "         // secret (and staged zip) deleted
+	noteLogFile         = "log file: "           // a JobLogFileCreate file name
+	noteStatusCheck     = "status check: "       // a GetMigrationJobStatus answer of a job without events
+	noteLogs            = "logs: "               // the logs were stored (or could not be)
+	noteCallbackSending = "callback sending: "   // an attempt claimed through the record's ETag before its POST
+	noteCallbackFailed  = "callback failed: "    // one failed callback attempt
+	noteCallbackDone    = "callback delivered"   // the callback was answered 2xx
+	noteCallbackGaveUp  = "callback abandoned: " // no more attempts
+	noteCleanedUp       = "cleaned up: "         // secret (and staged zip) deleted
 )
 
 // addNote appends a note to j's History (the first entry and the most recent ones are kept).
