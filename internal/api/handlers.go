@@ -369,20 +369,30 @@ func (s *server) noLogs(w http.ResponseWriter, r *http.Request, j *jobs.Job) {
 	s.problem(w, r, p)
 }
 
+// jobLogsPrefix reads the job of the request and the prefix of its stored logs; when there is none it
+// has answered (the job's error, or 404 with the reason the logs are not there yet).
+func (s *server) jobLogsPrefix(w http.ResponseWriter, r *http.Request, id string) (*jobs.Job, string, bool) {
+	j, err := s.opts.Jobs.Get(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, "", false
+	}
+	prefix, ok := s.logsPrefix(j)
+	if !ok {
+		s.noLogs(w, r, j)
+		return nil, "", false
+	}
+	return j, prefix, true
+}
+
 // listLogs serves GET /api/migrations/{id}/logs.
 func (s *server) listLogs(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.jobID(w, r)
 	if !ok {
 		return
 	}
-	j, err := s.opts.Jobs.Get(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	prefix, ok := s.logsPrefix(j)
+	j, prefix, ok := s.jobLogsPrefix(w, r, id)
 	if !ok {
-		s.noLogs(w, r, j)
 		return
 	}
 	files, err := s.opts.Reports.List(r.Context(), prefix)
@@ -423,14 +433,8 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
 		notFound()
 		return
 	}
-	j, err := s.opts.Jobs.Get(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	prefix, ok := s.logsPrefix(j)
+	_, prefix, ok := s.jobLogsPrefix(w, r, id)
 	if !ok {
-		s.noLogs(w, r, j)
 		return
 	}
 	body, size, err := s.opts.Reports.Open(r.Context(), prefix+name)
