@@ -111,6 +111,9 @@ const (
 	CodeManifestFileWithoutListItem = "manifest.file-without-listitem"
 	// CodeManifestTooManyVersions: a File element has more Versions than SharePoint keeps (50,000).
 	CodeManifestTooManyVersions = "manifest.too-many-versions"
+	// CodeManifestBadURL: an SPObject's or SPFile's Url has a "." or ".." segment, a backslash or a
+	// control character; SharePoint refuses such items one by one.
+	CodeManifestBadURL = "manifest.bad-url"
 	// CodeManifestWrongWeb: an SPObject's ParentWebId is not the target web's id (Options.WebID).
 	// SharePoint would fail every such object (as a JobError each), so the package is refused up front.
 	CodeManifestWrongWeb = "manifest.wrong-web"

@@ -304,6 +304,12 @@ func (v *validator) object(m string, o SPObject) {
 	case !allowedObjectTypes[o.ObjectType]:
 		v.errs.add(m, CodeManifestUnknownObjectType, "line %d: SPObject Id=%q Url=%q has ObjectType %q, not allowed by the import schema", o.Line, o.ID, o.URL, o.ObjectType)
 	}
+	for _, u := range []string{o.URL, fileURL(o)} {
+		if why := badURL(u); why != "" {
+			v.errs.add(m, CodeManifestBadURL, "line %d: SPObject Id=%q Url=%q: %s", o.Line, o.ID, u, why)
+			break
+		}
+	}
 	if want := normGUID(v.p.opts.WebID); want != "" && o.ParentWebID != "" && normGUID(o.ParentWebID) != want {
 		v.errs.add(m, CodeManifestWrongWeb, "line %d: SPObject Id=%q Url=%q has ParentWebId %s, but the target web is %s: build the package for the web the job targets (the job's webId)", o.Line, o.ID, o.URL, o.ParentWebID, v.p.opts.WebID)
 	}
@@ -443,6 +449,31 @@ func hasXMLSuffix(name string) bool {
 }
 
 // normGUID canonicalizes a GUID for comparison: lower case, without braces.
+func fileURL(o SPObject) string {
+	if o.File == nil {
+		return ""
+	}
+	return o.File.URL
+}
+
+// badURL says why a server- or web-relative object URL cannot be imported ("" when it can).
+func badURL(u string) string {
+	if strings.Contains(u, "\\") {
+		return "the URL has a backslash"
+	}
+	for _, r := range u {
+		if r < 0x20 || r == 0x7f {
+			return "the URL has a control character"
+		}
+	}
+	for _, seg := range strings.Split(u, "/") {
+		if seg == "." || seg == ".." {
+			return "the URL has a \"" + seg + "\" segment"
+		}
+	}
+	return ""
+}
+
 func normGUID(s string) string {
 	return strings.ToLower(strings.Trim(strings.TrimSpace(s), "{}"))
 }

@@ -594,3 +594,20 @@ func TestTargetWebMustMatchEveryObject(t *testing.T) {
 		t.Fatalf("message %q does not name both web ids", p.Message)
 	}
 }
+
+func TestObjectURLsMustBeImportable(t *testing.T) {
+	data := buildPackage(t, BuilderOptions{}, sampleFiles()...)
+	for _, tc := range []struct{ desc, old, new, why string }{
+		{"dot-dot segment", `Url="/sites/migration/Shared Documents/Dokumente"`, `Url="/sites/migration/Shared Documents/../Dokumente"`, `".." segment`},
+		{"backslash", `Url="/sites/migration/Shared Documents/Dokumente"`, `Url="/sites/migration/Shared Documents\Dokumente"`, "backslash"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			bad := rewriteZip(t, data, replaceIn(t, FileManifest, tc.old, tc.new))
+			_, err := openAndValidate(bad, Options{})
+			p := wantProblem(t, err, CodeManifestBadURL, FileManifest)
+			if !strings.Contains(p.Message, tc.why) {
+				t.Fatalf("message %q does not say %q", p.Message, tc.why)
+			}
+		})
+	}
+}

@@ -227,6 +227,10 @@ func cloneFaults(f Faults) Faults {
 		x := *f.Fatal
 		c.Fatal = &x
 	}
+	if f.ItemError != nil {
+		x := *f.ItemError
+		c.ItemError = &x
+	}
 	return c
 }
 

@@ -368,6 +368,33 @@ func TestJobEndAfterFatal(t *testing.T) {
 	}
 }
 
+func TestItemErrorFault(t *testing.T) {
+	f := newFixture(t, nil)
+	f.e.SetFaults(f.site, Faults{ItemError: &ItemError{Match: "Reports/", Message: "The file is locked"}})
+	c := f.provision()
+	f.stage(c, testFiles, uploadOptions{})
+	id := f.createJob(c, "")
+	info := f.wait(id)
+	if info.Outcome != OutcomeCompletedWithErrors || info.Counters.TotalErrors != 1 || info.Counters.FilesCreated != int64(len(testFiles)-1) {
+		t.Fatalf("job %+v", info)
+	}
+	var jobErrors []crypt.Event
+	for _, ev := range f.progress(id) {
+		if ev.Name == crypt.EventJobError {
+			jobErrors = append(jobErrors, ev)
+		}
+	}
+	if len(jobErrors) != 1 {
+		t.Fatalf("%d JobErrors, want 1", len(jobErrors))
+	}
+	if msg, _ := jobErrors[0].String("Message"); msg != "The file is locked" {
+		t.Fatalf("JobError %s", jobErrors[0].Raw)
+	}
+	if u, _ := jobErrors[0].String("Url"); !strings.Contains(u, "Reports/2024/q1.csv") {
+		t.Fatalf("JobError names %q", u)
+	}
+}
+
 func TestCreateMigrationJobRejections(t *testing.T) {
 	f := newFixture(t, nil)
 	c := f.provision()

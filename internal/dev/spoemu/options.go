@@ -181,6 +181,19 @@ type Faults struct {
 	SlowItem Duration `json:"slowItem,omitempty"`
 	// Fatal ends the next Count jobs with JobFatalError right after JobStart.
 	Fatal *Fatal `json:"fatal,omitempty"`
+	// ItemError fails the files whose web-relative URL contains Match with a JobError each (the job goes
+	// on): SharePoint refuses items for reasons a package check cannot see (locked files, quotas, blocked
+	// file types, policies).
+	ItemError *ItemError `json:"itemError,omitempty"`
+}
+
+// ItemError is a per-item fault.
+type ItemError struct {
+	// Match is a substring of the file URLs to fail (required).
+	Match string `json:"match"`
+	// ErrorCode (default "-2147024891", access denied) and Message (default "Injected item error").
+	ErrorCode string `json:"errorCode,omitempty"`
+	Message   string `json:"message,omitempty"`
 }
 
 // Throttle is a throttling fault.

@@ -272,6 +272,24 @@ func (e *Emulator) takeFatal(s *site) *jobFailure {
 	return &jobFailure{code, typeSPException, msg}
 }
 
+// itemFault is the injected JobError for a file URL, or nil.
+func (e *Emulator) itemFault(s *site, url string) *itemError {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f := s.faults.ItemError
+	if f == nil || f.Match == "" || !strings.Contains(url, f.Match) {
+		return nil
+	}
+	code, msg := f.ErrorCode, f.Message
+	if code == "" {
+		code = "-2147024891"
+	}
+	if msg == "" {
+		msg = "Injected item error"
+	}
+	return &itemError{objectType: "File", url: url, code: code, typ: "System.UnauthorizedAccessException", msg: msg}
+}
+
 func (e *Emulator) slowItem(s *site) time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -851,6 +869,11 @@ func (p *proc) file(ctx context.Context, o migpkg.SPObject) error {
 	url := f.URL
 	if url == "" {
 		url, _ = p.webRelative(o.URL)
+	}
+	if ie := p.e.itemFault(p.j.site, url); ie != nil {
+		ie.id = o.ID
+		p.itemFailed(false, *ie)
+		return nil
 	}
 	rel, okPath := safeRel(url)
 	if !okPath || rel == "" {
