@@ -192,3 +192,17 @@ func TestAppLayoutMatchesSchemas(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerDoesNotShipTheLocalWorld: the handler binary's dependencies include no dev package
+// (emulators, local host, test helpers): product code never imports internal/dev.
+func TestHandlerDoesNotShipTheLocalWorld(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/spomig/spomig/internal/dev") || strings.HasPrefix(dep, "github.com/spomig/spomig/cmd") {
+			t.Errorf("the handler depends on %s", dep)
+		}
+	}
+}
