@@ -107,9 +107,10 @@ func countBlobs(t *testing.T, c *container.Client) int {
 // proxy (spoProxy) so that SharePoint's answer can be held.
 //   - before the SharePoint call (the claim written, the job secret being read: Key Vault answers 503 with
 //     Retry-After): the claim expires and a redelivery takes it over → Completed, one SPO job;
-//   - during the call, while it waits on SharePoint's 429 Retry-After: the call marker is written, so the
-//     outcome is unknown → Failed "submission outcome unknown…", never resubmitted (SharePoint, which
-//     only throttled, has no job);
+//   - while it waits on SharePoint's 429 Retry-After for CreateMigrationJobEncrypted: SharePoint refused
+//     the call (no job), and the submitter turned its call marker back into a claim before waiting, so
+//     the wait is outside the outcome-unknown window: the claim expires, a redelivery takes it over and
+//     submits → Completed, exactly one SPO job;
 //   - after SharePoint created the job, before its answer arrived → Failed "submission outcome
 //     unknown…", never resubmitted: exactly the one SPO job SharePoint created.
 func TestCrashDuringSubmit(t *testing.T) {
@@ -212,19 +213,26 @@ func TestCrashDuringSubmit(t *testing.T) {
 	t.Run("while the call waits on throttling", func(t *testing.T) {
 		e.s.SPO.SetFaults("crash-throttle", spoemu.Faults{Throttle: &spoemu.Throttle{Count: 1, Status: 429, RetryAfter: 8,
 			Methods: []string{"CreateMigrationJobEncrypted"}}})
-		c, zip, _ := prepare("crash-throttle")
-		before := len(e.log.lines("spo throttled", "CreateMigrationJobEncrypted"))
+		c, zip, files := prepare("crash-throttle")
 		if err := e.upload(c.UploadURL, zip); err != nil {
 			t.Fatal(err)
 		}
-		e.waitLogLines(before+1, "spo throttled", "CreateMigrationJobEncrypted")
-		e.killHandler()
-		j := outcomeUnknown(t, c.ID)
-		if n := len(e.spoJobs("/sites/crash-throttle")); n != 0 {
-			t.Errorf("SharePoint has %d jobs for the site, want none", n)
+		// The submitter logs the wait once its lease is a claim again.
+		e.waitLogLines(1, "submission throttled: waiting to call again", c.ID)
+		if th := e.s.SPO.Faults("crash-throttle").Throttle; th != nil && th.Count > 0 {
+			t.Fatalf("the submitter waits, but SharePoint's throttle was not consumed: %+v", th)
 		}
-		if j.SPOJobID != "" {
-			t.Errorf("the record names SPO job %s", j.SPOJobID)
+		e.killHandler()
+		j := e.waitJob(c.ID, "end", crashTimeout, ended)
+		if j.State != jobs.StateCompleted {
+			t.Fatalf("ended %s: %s", j.State, j.FailureReason)
+		}
+		checkCompleted(t, e, j, "crash-throttle", zip, files) // exactly one SPO job, the recorded one
+		if len(e.log.lines(c.ID, "taking over an expired submit claim")) == 0 {
+			t.Errorf("no redelivery took the dead attempt's claim over")
+		}
+		if n := len(e.log.lines(c.ID, "outcome unknown")); n != 0 {
+			t.Errorf("%d log lines say the outcome is unknown", n)
 		}
 	})
 

@@ -91,6 +91,26 @@ type request struct {
 	secrets []string
 }
 
+// noThrottleRetryKey marks a context made by WithoutThrottleRetry.
+type noThrottleRetryKey struct{}
+
+// WithoutThrottleRetry returns a context under which the Client's calls make a single HTTP attempt:
+// a 429 or 503 answer is returned at once as a *ThrottledError, whose RetryAfter is the wait the client
+// would otherwise have slept (Retry-After or RateLimit-Reset, the larger, else DefaultRetryAfter),
+// without sleeping and without counting against Options.RetryBudget or Options.MaxRetries. It is for
+// callers that must record something between attempts, such as a submitter that keeps the throttle
+// waits of CreateMigrationJobEncrypted out of its "outcome unknown" window (a throttled answer means
+// SharePoint did not process the request); they wait out RetryAfter and call again themselves.
+func WithoutThrottleRetry(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noThrottleRetryKey{}, true)
+}
+
+// noThrottleRetry reports whether ctx was made by WithoutThrottleRetry.
+func noThrottleRetry(ctx context.Context) bool {
+	v, _ := ctx.Value(noThrottleRetryKey{}).(bool)
+	return v
+}
+
 // do sends r, waiting out throttling as the package documentation describes, and returns the body of
 // a 2xx answer. Error answers become *Error, throttling past the limits *ThrottledError.
 func (c *Client) do(ctx context.Context, r request) ([]byte, error) {
@@ -112,7 +132,7 @@ func (c *Client) do(ctx context.Context, r request) ([]byte, error) {
 			return nil, parseError(status, body, r.op, r.secrets...)
 		}
 		throttled := &ThrottledError{Method: r.op, StatusCode: status, RetryAfter: wait}
-		if attempt > c.maxRetries || waited+wait > c.budget {
+		if noThrottleRetry(ctx) || attempt > c.maxRetries || waited+wait > c.budget {
 			return nil, throttled
 		}
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {

@@ -25,6 +25,7 @@ func TestThrottling(t *testing.T) {
 		requests  int
 		throttled time.Duration // RetryAfter of the expected *ThrottledError; 0: success expected
 		status    int           // StatusCode of an expected *Error
+		noRetry   bool          // the call's context is made by WithoutThrottleRetry
 	}{
 		{desc: "429 Retry-After 7", replies: []reply{throttle(429, ra("7")), okStatus}, waits: []time.Duration{7 * time.Second}, requests: 2},
 		{desc: "503 Retry-After 3", replies: []reply{throttle(503, ra("3")), okStatus}, waits: []time.Duration{3 * time.Second}, requests: 2},
@@ -52,6 +53,20 @@ func TestThrottling(t *testing.T) {
 			requests: 1, throttled: time.Second},
 		{desc: "waiting disabled", replies: []reply{throttle(429, ra("1")), okStatus}, mod: func(o *Options) { o.RetryBudget = -1 },
 			requests: 1, throttled: time.Second},
+		// WithoutThrottleRetry: one attempt, the wait the loop would have slept returned, no sleep.
+		{desc: "without throttle retry: 429 Retry-After 7", replies: []reply{throttle(429, ra("7")), okStatus}, noRetry: true,
+			requests: 1, throttled: 7 * time.Second},
+		{desc: "without throttle retry: 503 without Retry-After", replies: []reply{throttle(503, nil), okStatus}, noRetry: true,
+			requests: 1, throttled: DefaultRetryAfter},
+		{desc: "without throttle retry: RateLimit-Reset larger", replies: []reply{throttle(429, map[string]string{"Retry-After": "5", "RateLimit-Reset": "12"}), okStatus},
+			noRetry: true, requests: 1, throttled: 12 * time.Second},
+		{desc: "without throttle retry: Retry-After date", replies: []reply{throttle(429, ra(now.Add(20*time.Second).Format(http.TimeFormat))), okStatus},
+			noRetry: true, requests: 1, throttled: 20 * time.Second},
+		{desc: "without throttle retry: beyond the budget", replies: []reply{throttle(503, ra("300")), okStatus}, noRetry: true,
+			requests: 1, throttled: 300 * time.Second},
+		{desc: "without throttle retry: success", replies: []reply{okStatus}, noRetry: true, requests: 1},
+		{desc: "without throttle retry: 500", replies: []reply{{status: 500, body: `{"error":{"code":"-1, X","message":{"value":"boom"}}}`}}, noRetry: true,
+			requests: 1, status: 500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -62,7 +77,11 @@ func TestThrottling(t *testing.T) {
 					tt.mod(o)
 				}
 			})
-			state, err := c.GetMigrationJobStatus(t.Context(), f.site(), testJobID)
+			ctx := t.Context()
+			if tt.noRetry {
+				ctx = WithoutThrottleRetry(ctx)
+			}
+			state, err := c.GetMigrationJobStatus(ctx, f.site(), testJobID)
 			switch {
 			case tt.throttled != 0:
 				var te *ThrottledError
@@ -111,6 +130,30 @@ func TestThrottlingResendsCreateBody(t *testing.T) {
 	}
 	if got := sl.recorded(); !reflect.DeepEqual(got, []time.Duration{2 * time.Second}) {
 		t.Errorf("waits = %v", got)
+	}
+}
+
+// WithoutThrottleRetry applies to CreateMigrationJobEncrypted too, and only to the calls of its context.
+func TestWithoutThrottleRetryCreate(t *testing.T) {
+	f := newFakeSPO(t, reply{status: 429, header: map[string]string{"Retry-After": "7"}}, ok(`{"value":"`+testJobID+`"}`))
+	c, sl, _ := newTestClient(t, f)
+	err := create(WithoutThrottleRetry(t.Context()), c, f.site())
+	var te *ThrottledError
+	if !errors.As(err, &te) || te.RetryAfter != 7*time.Second || te.StatusCode != 429 || te.Method != "CreateMigrationJobEncrypted" {
+		t.Fatalf("err = %v, want *ThrottledError{429, 7s}", err)
+	}
+	if n := len(f.requests()); n != 1 {
+		t.Fatalf("server saw %d requests, want 1", n)
+	}
+	if w := sl.recorded(); len(w) != 0 {
+		t.Fatalf("waited %v", w)
+	}
+	// The next call, with an ordinary context, gets the job.
+	if err := create(t.Context(), c, f.site()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Fatalf("server saw %d requests, want 2", n)
 	}
 }
 

@@ -21,7 +21,9 @@
 // either header waits DefaultRetryAfter. All waits of one call together stay within Options.RetryBudget
 // and Options.MaxRetries, and within the context's deadline: when the next wait would not fit, the call
 // returns a *ThrottledError at once, without sleeping, so that callers can answer 429/503 with
-// Retry-After themselves. Nothing else is retried: not 500 (Microsoft: do not retry), not transport
+// Retry-After themselves. A call whose context was made by WithoutThrottleRetry never waits: its first
+// 429/503 becomes a *ThrottledError carrying the wait it would have slept, for callers that must record
+// something between two attempts (internal/submit) and wait themselves. Nothing else is retried: not 500 (Microsoft: do not retry), not transport
 // errors (a POST that may have reached SharePoint must not create a second job), not 401 (the cached
 // token is dropped so the next call fetches a new one). Redirects are never followed, so a body that
 // carries the key is never re-sent to another host.

@@ -77,7 +77,8 @@ func (e *Error) Error() string {
 }
 
 // ThrottledError reports a 429 or 503 that we did not (or no longer) wait for: the next wait did not
-// fit in the retry budget, the retries or the context's deadline. Answer the caller with RetryAfter.
+// fit in the retry budget, the retries or the context's deadline, or the context was made by
+// WithoutThrottleRetry. Answer the caller with RetryAfter.
 type ThrottledError struct {
 	Method     string
 	StatusCode int           // 429 or 503

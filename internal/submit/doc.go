@@ -16,15 +16,24 @@
 //     Exactly one concurrent claimant wins; the others return ErrInProgress (the queue redelivers their
 //     message later, when the winner has recorded the result and they acknowledge it). Only the lease
 //     holder reads the job secret from Key Vault.
-//  2. Call marker. Right before the SharePoint call the holder turns its lease into "call/<attempt>"
-//     (checking that it still holds it) with a fresh expiry. From this write on, a SharePoint job may
-//     exist for the package.
+//  2. Call marker. Right before each single SharePoint request the holder turns its lease into
+//     "call/<attempt>" (checking that it still holds its claim) with a fresh expiry. From this write on,
+//     a SharePoint job may exist for the package.
 //  3. Result. After SharePoint answered, one Update records the SPO job id and Submitted and releases
 //     the lease, provided the lease still names this attempt (which proves nobody acted meanwhile: every
 //     takeover rewrites or clears it). A failure that certainly created no job (an HTTP error answer,
-//     throttling beyond the client's budget, a request refused before it was sent or never written to
-//     the connection — seen through net/http/httptrace) releases the lease and records the error, so a
-//     later delivery may try again.
+//     a request refused before it was sent or never written to the connection — seen through
+//     net/http/httptrace) releases the lease and records the error, so a later delivery may try again.
+//
+// Throttling. The client does not wait out 429/503 inside the call (spo.WithoutThrottleRetry): a
+// throttled answer means SharePoint processed nothing, so the holder moves its lease back from
+// "call/<attempt>" to "claim/<attempt>" with a fresh expiry (an ETag-guarded write that also checks
+// the lease still names this call), waits Retry-After, and starts again at write 2. The waits of one
+// attempt stay within Options.ThrottleBudget, 10 retries, the lease (its length minus the call margin)
+// and the context's deadline; a wait beyond them releases the lease, records the *spo.ThrottledError
+// and returns it, so the queue redelivers the message. Because each re-claim renews the lease, no other
+// delivery takes the job over during a wait; should one take over anyway (the claim expired), the
+// waiting attempt finds out at its next write (the claim is no longer its own) and stops.
 //
 // The SharePoint call runs with a deadline before the lease expires, so a live attempt never loses its
 // lease to a takeover.
@@ -38,8 +47,10 @@
 // or the first delivery that finds the expired "call/" lease marks the job Failed with a reason that
 // says so and asks for a manual check (ReasonOutcomeUnknown). The window is one HTTP exchange plus one
 // table write; everything that can fail before it (message parsing, the record, Key Vault) happens
-// before write 2. A claim left by a crash before write 2 ("claim/") is taken over once it expires:
-// nothing was sent, so submitting again is safe.
+// before write 2, and throttle waits happen outside it, under a "claim/" lease. A claim left by a
+// crash before write 2 or during a throttle wait ("claim/") is taken over once it expires: nothing was
+// sent, or SharePoint refused all that was, so submitting again is safe. (A crash between a throttled
+// answer and the re-claim write leaves "call/": outcome unknown, as for any crash in the window.)
 //
 // # Failures and poison
 //
@@ -56,7 +67,8 @@
 //
 // # Secrets
 //
-// The key and the SAS URIs are held only for the SharePoint call and zeroed after it; logs and errors
+// The key and the SAS URIs are held only for the SharePoint calls (and the throttle waits between
+// them) and the key is zeroed after them; logs and errors
 // carry job ids, SPO job ids and error texts, which never contain them (see internal/spo and
 // internal/vault), and the record refuses signatures.
 package submit

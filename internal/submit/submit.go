@@ -47,6 +47,10 @@ var (
 const (
 	DefaultLease           = 5 * time.Minute
 	DefaultMaxDequeueCount = 5
+	DefaultThrottleBudget  = 2 * time.Minute
+	// maxThrottleRetries bounds the calls after throttled answers within one attempt, as
+	// spo.DefaultMaxRetries bounds the client's own retries (a Retry-After of 0 is legal).
+	maxThrottleRetries = spo.DefaultMaxRetries
 	// minLease is the shortest lease accepted: the SharePoint call needs time within it.
 	minLease = 10 * time.Second
 	// resultWriteTimeout bounds the retries of the result write after SharePoint created a job.
@@ -80,6 +84,14 @@ type Options struct {
 	// MaxDequeueCount is the host's maxDequeueCount (host.json extensions.queues): on that delivery a
 	// failed attempt marks the job Failed. Default 5.
 	MaxDequeueCount int64
+	// ThrottleBudget is the total time one attempt may wait on the Retry-After of throttled (429/503)
+	// CreateMigrationJobEncrypted answers before it calls again; the waits happen under a "claim/"
+	// lease, outside the outcome-unknown window (see the package documentation). A wait that does not
+	// fit in what is left of it, in the lease (Lease minus the call margin), in the context's deadline,
+	// or that would follow the 10th retry, ends the attempt: the lease is released and Submit returns
+	// the *spo.ThrottledError, so the queue redelivers the message. During the waits the attempt keeps
+	// the job key (32 bytes) and the SAS URIs in memory. Default 2m; a negative value disables waiting.
+	ThrottleBudget time.Duration
 	// Logger receives one line per outcome. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of leases and history. Default time.Now.
@@ -95,6 +107,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxDequeueCount <= 0 {
 		o.MaxDequeueCount = DefaultMaxDequeueCount
+	}
+	if o.ThrottleBudget == 0 {
+		o.ThrottleBudget = DefaultThrottleBudget
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -208,9 +223,72 @@ func (a *attempt) run(ctx context.Context) error {
 	}
 	defer clear(req.Key)
 
-	// 2. Call marker.
+	// 2.–3. One SharePoint call per iteration, each inside its own call marker. A throttled answer
+	// (SharePoint did not process the request: no job) turns the lease back into a claim before the
+	// wait, so that the wait is not part of the outcome-unknown window.
+	var waited time.Duration
+	for retries := 0; ; retries++ {
+		// 2. Call marker.
+		callDeadline, err := a.markCall(ctx)
+		if err != nil {
+			return a.finishEarly(ctx, err)
+		}
+		if err := ctx.Err(); err != nil { // cancelled meanwhile (host shutdown): nothing was sent
+			return a.failed(ctx, err, false)
+		}
+
+		spoJobID, phase, callErr := a.call(ctx, site, req, callDeadline)
+
+		// 3. Result.
+		if callErr == nil {
+			return a.record(ctx, spoJobID)
+		}
+		var te *spo.ThrottledError
+		if !errors.As(callErr, &te) {
+			switch classify(callErr, phase) {
+			case notCreatedPermanent:
+				return a.failed(ctx, callErr, true)
+			case notCreated:
+				return a.failed(ctx, callErr, false)
+			}
+			return a.unknown(ctx, callErr)
+		}
+
+		// Throttled: wait and call again, if the wait fits.
+		wait := te.RetryAfter
+		if why := a.waitRefused(ctx, wait, waited, retries); why != "" {
+			a.log.InfoContext(ctx, "submission throttled: not waiting", "status", te.StatusCode,
+				"retry_after", wait, "waited", waited, "why", why)
+			return a.failed(ctx, callErr, false)
+		}
+		if err := a.reclaim(ctx); err != nil {
+			if errors.Is(err, ErrInProgress) || errors.Is(err, jobs.ErrNotFound) || errors.As(err, new(*done)) {
+				return a.finishEarly(ctx, err)
+			}
+			// The lease still says "call/": release it, the call certainly created no job.
+			a.log.WarnContext(ctx, "submission throttled: the claim could not be renewed", "err", err.Error())
+			return a.failed(ctx, callErr, false)
+		}
+		a.log.InfoContext(ctx, "submission throttled: waiting to call again", "status", te.StatusCode,
+			"retry_after", wait, "waited", waited, "retry", retries+1)
+		if err := sleepContext(ctx, wait); err != nil {
+			return a.failed(ctx, fmt.Errorf("%w; waiting %s to call again: %w", callErr, wait, err), false)
+		}
+		waited += wait
+	}
+}
+
+// callMargin is how long before the lease expires a SharePoint call must be done, and a throttle wait
+// over (a fifth of the lease, at least 5s).
+func (a *attempt) callMargin() time.Duration {
+	return max(a.s.opts.Lease/5, 5*time.Second)
+}
+
+// markCall turns the attempt's claim into the call marker "call/<attempt>" with a fresh expiry (write
+// 2) and returns the deadline of the call, which keeps it inside the lease.
+func (a *attempt) markCall(ctx context.Context) (time.Time, error) {
 	var callDeadline time.Time
-	_, err = a.s.opts.Jobs.Update(ctx, a.jobID, func(j *jobs.Job) error {
+	_, err := a.s.opts.Jobs.Update(ctx, a.jobID, func(j *jobs.Job) error {
 		if err := ready(j); err != nil {
 			return err
 		}
@@ -222,41 +300,77 @@ func (a *attempt) run(ctx context.Context) error {
 		if err := j.AcquireSubmitLease(a.callOwner(), now, a.s.opts.Lease); err != nil {
 			return err
 		}
-		callDeadline = now.Add(a.s.opts.Lease - max(a.s.opts.Lease/5, 5*time.Second))
+		callDeadline = now.Add(a.s.opts.Lease - a.callMargin())
 		return nil
 	})
-	if err != nil {
-		return a.finishEarly(ctx, err)
-	}
+	return callDeadline, err
+}
 
-	if err := ctx.Err(); err != nil { // cancelled meanwhile (host shutdown): nothing was sent
-		return a.failed(ctx, err, false)
-	}
-
-	// The call. Its deadline keeps it inside the lease. The trace follows the last HTTP attempt (GetConn
-	// starts every attempt, throttled ones included): prepared, written, or answered.
+// call makes one CreateMigrationJobEncrypted request: the client does not wait out throttling itself
+// (spo.WithoutThrottleRetry), a 429/503 comes back as *spo.ThrottledError at once. The trace tells how
+// far the request got: prepared, written, or answered.
+func (a *attempt) call(ctx context.Context, site string, req spo.CreateJobRequest, deadline time.Time) (string, int32, error) {
 	var phase atomic.Int32
-	callCtx, cancel := context.WithDeadline(ctx, callDeadline)
+	callCtx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	callCtx = httptrace.WithClientTrace(callCtx, &httptrace.ClientTrace{
 		GetConn:              func(string) { phase.Store(phasePrepared) },
 		WroteHeaders:         func() { phase.Store(phaseWritten) },
 		GotFirstResponseByte: func() { phase.Store(phaseAnswered) },
 	})
-	spoJobID, callErr := a.s.opts.SPO.CreateMigrationJobEncrypted(callCtx, site, req)
-	cancel()
-	clear(req.Key)
+	spoJobID, err := a.s.opts.SPO.CreateMigrationJobEncrypted(spo.WithoutThrottleRetry(callCtx), site, req)
+	return spoJobID, phase.Load(), err
+}
 
-	// 3. Result.
-	if callErr == nil {
-		return a.record(ctx, spoJobID)
+// waitRefused says why the attempt does not wait a throttled call's Retry-After and call again, or "".
+func (a *attempt) waitRefused(ctx context.Context, wait, waited time.Duration, retries int) string {
+	switch {
+	case a.s.opts.ThrottleBudget < 0:
+		return "throttle waits disabled"
+	case waited+wait > a.s.opts.ThrottleBudget:
+		return fmt.Sprintf("beyond the throttle budget of %s", a.s.opts.ThrottleBudget)
+	case retries >= maxThrottleRetries:
+		return fmt.Sprintf("%d retries made", retries)
+	case wait > a.s.opts.Lease-a.callMargin():
+		return fmt.Sprintf("longer than the lease of %s allows", a.s.opts.Lease)
 	}
-	switch classify(callErr, phase.Load()) {
-	case notCreatedPermanent:
-		return a.failed(ctx, callErr, true)
-	case notCreated:
-		return a.failed(ctx, callErr, false)
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+		return "beyond the invocation's deadline"
 	}
-	return a.unknown(ctx, callErr)
+	return ""
+}
+
+// reclaim turns the call marker back into a claim after a throttled answer (SharePoint processed
+// nothing), with a fresh expiry that covers the wait: no other delivery takes the job over meanwhile.
+// The write goes through the record's ETag and checks that the lease still names this call, so an
+// attempt that lost its lease stops here (ErrInProgress) and one that finds the job done acknowledges.
+func (a *attempt) reclaim(ctx context.Context) error {
+	_, err := a.s.opts.Jobs.Update(ctx, a.jobID, func(j *jobs.Job) error {
+		if err := ready(j); err != nil {
+			return err
+		}
+		if j.SubmitLease.Owner != a.callOwner() {
+			return fmt.Errorf("%w: the lease was taken over during the call (lease %s)", ErrInProgress, j.SubmitLease.Owner)
+		}
+		j.SubmitLease = jobs.Lease{}
+		return j.AcquireSubmitLease(a.claimOwner(), a.now(), a.s.opts.Lease)
+	})
+	return err
+}
+
+// sleepContext waits d or until ctx is done, returning ctx.Err() then.
+func sleepContext(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // ready checks that the job still waits for submission; a *done or ErrNotStaged otherwise.
@@ -473,7 +587,7 @@ func classify(err error, phase int32) outcome {
 	var se *spo.Error
 	switch {
 	case errors.As(err, &te):
-		return notCreated // every attempt was answered 429/503
+		return notCreated // every attempt was answered 429/503 (run waits and calls again itself)
 	case errors.As(err, &se):
 		switch {
 		case se.StatusCode == http.StatusBadRequest || se.StatusCode == http.StatusNotFound:
@@ -495,8 +609,9 @@ func classify(err error, phase int32) outcome {
 	case phaseNone, phasePrepared:
 		return notCreated // the last request never reached a connection (dial, TLS, token…)
 	case phaseAnswered:
-		// An answer arrived but the call failed without an error answer: either the wait after a
-		// 429/503 was cut short (the client's "waiting … after HTTP 4xx/5xx" error: not created), or
+		// An answer arrived but the call failed without an error answer: either the client's own wait
+		// after a 429/503 was cut short (its "waiting … after HTTP 4xx/5xx" error: not created; run's
+		// calls do not wait, see spo.WithoutThrottleRetry, but an SPO that does is still classified), or
 		// reading a body failed (perhaps a 2xx: in doubt).
 		if strings.Contains(err.Error(), ": waiting ") {
 			return notCreated
