@@ -110,26 +110,32 @@ func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ExitOnError)
 	app := fs.String("app", ".", "the Functions app folder")
 	dir := fs.String("dir", ".devstack", "state folder (kept across runs)")
-	noHost := fs.Bool("no-host", false, "do not start the local Functions host (run `func start` yourself)")
+	noHost := fs.Bool("no-host", false, "start everything but the local Functions host: run `func start` yourself")
 	fs.Parse(args)
-	if err := checkHandler(*app); err != nil && !*noHost {
-		return err
+	if !*noHost {
+		if err := checkHandler(*app); err != nil {
+			return err
+		}
 	}
-	_ = noHost // the local host is part of the stack; with Core Tools, stop it with Ctrl-C and run func start
-	s, err := stack.Start(ctx, stack.Options{AppDir: *app, Dir: *dir, Fixed: true, Log: os.Stderr})
+	s, err := stack.Start(ctx, stack.Options{AppDir: *app, Dir: *dir, Fixed: true, NoHost: *noHost, Log: os.Stderr})
 	if err != nil {
 		return err
 	}
 	defer s.Stop()
+	host, key := "not started (-no-host): run `make build && func start` in the app folder", "<your function key>"
+	if s.Host != nil {
+		host = fmt.Sprintf("%s        function key: %s   master key: %s", s.Host.URL(), s.Host.FunctionKey(), s.Host.MasterKey())
+		key = s.Host.FunctionKey()
+	}
 	fmt.Printf(`
 spomig local stack is running (Ctrl-C stops it)
 
-  Functions host (local)   %s        function key: %s   master key: %s
+  Functions host (local)   %s
   API                      %s/migrations
   Azurite (app storage)    %s  %s  %s   (UseDevelopmentStorage=true)
   Azurite (SPO's storage)  %s  %s
   Key Vault emulator       %s
-  SPO emulator             %s    sites: %s
+  SPO emulator             %s    sites: %s/sites/<name>
   identity endpoint        %s
   dev CA bundle            %s   (SSL_CERT_FILE)
 
@@ -137,12 +143,12 @@ Try:
   curl -s -X POST -H 'x-functions-key: %s' -H 'Content-Type: application/json' \
        -d '{"siteUrl":"%s"}' %s/migrations
 
-With Core Tools instead of the local host: stop this (Ctrl-C), restart with -no-host … or simply run
-"func start --port 7072" next to it: local.settings.json points at these same endpoints.
-`, s.Host.URL(), s.Host.FunctionKey(), s.Host.MasterKey(), s.APIBase(),
+local.settings.json points at these endpoints, so "func start" (Azure Functions Core Tools) runs the same
+app against this stack: start it with -no-host, then "make build && func start".
+`, host, s.APIBase(),
 		s.AppStorage.BlobURL, s.AppStorage.QueueURL, s.AppStorage.TableURL,
-		s.SPOStorage.BlobURL, s.SPOStorage.QueueURL, s.KeyVault.URL(), s.SPO.URL(), s.SiteURL("<name>"),
-		s.IdentityURL, s.CA.BundlePath(), s.Host.FunctionKey(), s.SiteURL("hr"), s.APIBase())
+		s.SPOStorage.BlobURL, s.SPOStorage.QueueURL, s.KeyVault.URL(), s.SPO.URL(), s.SPO.URL(),
+		s.IdentityURL, s.CA.BundlePath(), key, s.SiteURL("hr"), s.APIBase())
 	<-ctx.Done()
 	return nil
 }

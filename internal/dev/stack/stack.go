@@ -61,6 +61,9 @@ type Options struct {
 	HandlerCommand []string
 	// MaxBlobSize of the local host's blob trigger payload. Default 4 GiB (the local host streams it).
 	MaxBlobSize int64
+	// NoHost starts everything but the local Functions host (and so the handler): for `func start`,
+	// which reads local.settings.json (use it with Fixed).
+	NoHost bool
 }
 
 // Stack is a running local world.
@@ -189,6 +192,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	for k, v := range o.Settings {
 		s.Settings[k] = v
 	}
+	if o.NoHost {
+		return s, nil
+	}
 	if s.Host, err = funchost.New(funchost.Options{
 		AppDir: o.AppDir, Settings: s.Settings, HTTPAddr: addr(FunctionsPort), Logger: logger("host"),
 		HandlerCommand: o.HandlerCommand, MaxBlobSize: o.MaxBlobSize,
@@ -215,8 +221,14 @@ func (s *Stack) Stop() error {
 	return errors.Join(errs...)
 }
 
-// APIBase is the API's base URL (…/api).
-func (s *Stack) APIBase() string { return s.Host.URL() + "/api" }
+// APIBase is the API's base URL (…/api): the local host's, or with NoHost where `func start` listens
+// by default.
+func (s *Stack) APIBase() string {
+	if s.Host == nil {
+		return fmt.Sprintf("http://127.0.0.1:%d/api", FunctionsPort)
+	}
+	return s.Host.URL() + "/api"
+}
 
 // SiteURL is a site of the SPO emulator.
 func (s *Stack) SiteURL(name string) string { return s.SPO.SiteURL(name) }
