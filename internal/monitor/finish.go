@@ -197,8 +197,7 @@ func NewReport(j *jobs.Job) Report {
 		Warnings: j.Warnings, FirstErrors: j.FirstErrors, LogsBlobPrefix: j.LogsBlobPrefix}
 }
 
-// callbackPending: the job has a callback that was neither delivered nor abandoned. (A URL kept in the
-// vault only is known once looked up: such a job counts as pending until it is.)
+// callbackPending: the job has a callback that was neither delivered nor abandoned.
 func (r *run) callbackPending(j *jobs.Job) bool {
 	if !j.Terminal() {
 		return false
@@ -209,11 +208,8 @@ func (r *run) callbackPending(j *jobs.Job) bool {
 	if gaveUp, _ := notes(j, noteCallbackGaveUp); len(gaveUp) > 0 {
 		return false
 	}
-	if j.CallbackURL != "" {
-		return true
-	}
-	_, ok := r.m.opts.Vault.(CallbackURLVault)
-	return ok && j.CleanedUpAt.IsZero()
+	// The record names every callback (a signed one without its query: the full URL is in the vault).
+	return j.CallbackURL != ""
 }
 
 // callback POSTs the job's report to its callback URL: one attempt per run, with a short timeout,

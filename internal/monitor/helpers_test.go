@@ -152,7 +152,10 @@ type jobOptions struct {
 	skipData int      // leave out this many content files (JobError each)
 	skipOpt  bool     // leave out Requirements.xml (a JobWarning)
 	callback string
-	noSubmit bool // stop at Staged
+	// signedCallback is kept in the job's secret, as provision keeps a signed URL; the record then gets
+	// callback (provision's form: the URL without its query).
+	signedCallback string
+	noSubmit       bool // stop at Staged
 }
 
 // testJob is a job of the world: provisioned, staged, submitted through the submitter.
@@ -189,7 +192,7 @@ func (w *world) newJob(o jobOptions) *testJob {
 	w.secrets = append(w.secrets, capture.SecretForms(t, c.EncryptionKey, c.DataContainerURI, c.MetadataContainerURI, tj.queue)...)
 	w.stage(c, o)
 	if _, err := w.custody.PutJob(ctx, tj.id, w.siteURL, vault.JobSecret{Key: c.EncryptionKey, DataContainerURI: c.DataContainerURI,
-		MetadataContainerURI: c.MetadataContainerURI, QueueURI: tj.queue, ProvisionedAt: time.Now()}); err != nil {
+		MetadataContainerURI: c.MetadataContainerURI, QueueURI: tj.queue, CallbackURL: o.signedCallback, ProvisionedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.blob.UploadBuffer(ctx, w.staging, tj.id+".zip", []byte("PK staged package"), nil); err != nil {
@@ -329,6 +332,7 @@ type callbackServer struct {
 	mu        sync.Mutex
 	statuses  []int
 	bodies    []Report
+	targets   []string // request URIs (path and query) of the POSTs
 }
 
 func newCallbackServer(t *testing.T, statuses ...int) *callbackServer {
@@ -343,6 +347,7 @@ func newCallbackServer(t *testing.T, statuses ...int) *callbackServer {
 		cb.mu.Lock()
 		n := len(cb.bodies)
 		cb.bodies = append(cb.bodies, rep)
+		cb.targets = append(cb.targets, r.URL.RequestURI())
 		status := cb.statuses[min(n, len(cb.statuses)-1)]
 		cb.mu.Unlock()
 		rw.WriteHeader(status)

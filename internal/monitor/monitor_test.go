@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -587,7 +588,8 @@ func TestSignedCallbackFromTheVault(t *testing.T) {
 	t.Parallel()
 	cb := newCallbackServer(t, 202)
 	w := newWorld(t, worldOptions{})
-	tj := w.newJob(jobOptions{})
+	// The record names the callback without its query (provision's form); the vault has the signed URL.
+	tj := w.newJob(jobOptions{callback: cb.url + "/workflows/run"})
 	w.wait(tj)
 	const sig = "CALLBACKSIGSECRET"
 	w.secrets = append(w.secrets, sig)
@@ -602,7 +604,51 @@ func TestSignedCallbackFromTheVault(t *testing.T) {
 	w.checkNoSecrets()
 }
 
-var _ functions.Monitor = (*Monitor)(nil)
+var (
+	_ functions.Monitor = (*Monitor)(nil)
+	// The custody keeps signed callback URLs: the monitor reads them through it.
+	_ CallbackURLVault = (*vault.Custody)(nil)
+)
+
+// A job provisioned with a signed callback URL (kept whole in its Key Vault secret, without its query in
+// the record) is notified once, at the full signed URL, straight through *vault.Custody.
+func TestSignedCallbackFromCustody(t *testing.T) {
+	t.Parallel()
+	cb := newCallbackServer(t, 200)
+	w := newWorld(t, worldOptions{})
+	const sig = "CuStOdYcAlLbAcKsIgSECRET0123456789"
+	path, query := "/workflows/0123abcd/triggers/manual/paths/invoke", "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig="+sig
+	w.secrets = append(w.secrets, sig)
+	tj := w.newJob(jobOptions{callback: cb.url + path, signedCallback: cb.url + path + query})
+	plain := w.newJob(jobOptions{}) // no callback anywhere: nothing is POSTed for it
+	w.wait(tj)
+	w.wait(plain)
+	opts := func(o *Options) {
+		o.CallbackAllowedHosts = []string{cb.host}
+		o.CallbackClient = cb.client
+		o.Sources = []string{SourceProgress}
+	}
+	w.runAt(0, opts)
+	w.runAt(time.Hour, opts) // delivered: never again
+	if done, _ := notes(w.get(tj.id), noteCallbackDone); len(done) != 1 || cb.count() != 1 {
+		t.Fatalf("delivered %v after %d POSTs, want once", done, cb.count())
+	}
+	if got := cb.targets[0]; got != path+query {
+		t.Fatalf("POSTed to %s, want the full signed URL", vault.RedactURL(cb.url+got))
+	}
+	if body := cb.last(); body.ID != tj.id || body.State != jobs.StateCompleted {
+		t.Fatalf("report %+v", body)
+	}
+	if j := w.get(plain.id); j.CallbackURL != "" {
+		t.Fatalf("plain job callback %q", j.CallbackURL)
+	}
+	w.checkNoSecrets()
+	for _, id := range []string{tj.id, plain.id} {
+		if text := fmt.Sprintf("%#v", w.get(id)); strings.Contains(text, sig) {
+			t.Fatal("the record holds the signature")
+		}
+	}
+}
 
 // A run out of budget stops starting work and leaves the jobs as they were; the next run goes on.
 func TestBudgetExhausted(t *testing.T) {

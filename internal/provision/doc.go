@@ -4,15 +4,26 @@
 // # Creating a job
 //
 // Service.Create validates the request (Policy: https site URL on an allowed host, web id a GUID,
-// callback URL https on an allowed host), looks up the web id when it is absent (spo WebID), and then
+// callback URL https on an allowed host, signed or not), looks up the web id when it is absent (spo WebID), and then
 //
 //  1. asks SharePoint for a fresh pair of containers and their key (ProvisionMigrationContainers);
 //  2. finds the site's report queue: the one kept in Key Vault (vault GetQueue) while its SAS outlives
 //     Options.RenewBefore, else a new one (ProvisionMigrationQueue, then PutQueue), so SharePoint is asked
 //     for a queue once per site and SAS lifetime, not once per job;
-//  3. keeps the key, both container SAS URIs and the queue URI in the job's Key Vault secret (PutJob);
+//  3. keeps the key, both container SAS URIs, the queue URI and a signed callback URL in the job's Key
+//     Vault secret (PutJob);
 //  4. creates the record (jobs CreateOrGet) in state AwaitingPackage. The record holds the secret's name
-//     only, never the key or a SAS.
+//     only, never the key or a SAS, and a signed callback URL without its query.
+//
+// # Callback URLs
+//
+// A callback URL signed with sig= (Power Automate's "When an HTTP request is received", Logic Apps
+// triggers) is a credential, which the record refuses even redacted. Its whole form goes to the job's
+// secret (vault.JobSecret.CallbackURL), where the monitor reads it (vault GetJobCallbackURL); the record,
+// and so every API answer, has it without its query (https://host/path), enough to show where the
+// callback goes. An unsigned URL is kept in the record only, as before. Reprovision carries the signed URL
+// into the new secret version; a job whose secret is gone has only the record's unsigned form left, which
+// the monitor would POST to (and the service refuse).
 //
 // # Crashes and retries
 //

@@ -122,7 +122,9 @@ type Request struct {
 	SiteURL string // destination site collection, https on an allowed host (required)
 	WebID   string // destination web (GUID); empty: the site's root web, looked up
 	Label   string // free text for people
-	// CallbackURL is notified when the job ends (optional; https on an allowed host, without a signature).
+	// CallbackURL is notified when the job ends (optional; https on an allowed host, no user information or
+	// fragment). A signed URL (sig=) is a credential: the job's Key Vault secret keeps it whole, the record
+	// (and so the API) keeps it without its query. An unsigned URL is kept in the record only.
 	CallbackURL string
 	// Source is how the package arrives: jobs.SourceAPI (default) or jobs.SourceDrop.
 	Source jobs.Source
@@ -199,6 +201,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*jobs.Job, error) {
 		req.WebID = web
 	}
 
+	recordCallback, secretCallback := splitCallback(req.CallbackURL)
 	now := s.opts.Now().UTC()
 	var expires time.Time
 	reused := false
@@ -206,13 +209,19 @@ func (s *Service) Create(ctx context.Context, req Request) (*jobs.Job, error) {
 		if sec, err := s.opts.Vault.GetJob(ctx, id); err == nil {
 			if sec.ExpiresAt.After(now.Add(s.opts.RenewBefore)) {
 				expires, reused = sec.ExpiresAt, true
+				if sec.CallbackURL != secretCallback { // the retry names another callback: keep this one
+					sec.CallbackURL = secretCallback
+					if _, err := s.opts.Vault.PutJob(ctx, id, req.SiteURL, *sec); err != nil {
+						return nil, fmt.Errorf("create job %s: keep the job secret: %w", id, err)
+					}
+				}
 			}
 		} else if !errors.Is(err, vault.ErrNotFound) {
 			return nil, fmt.Errorf("create job %s: %w", id, err)
 		}
 	}
 	if !reused {
-		expires, err = s.provisionSecret(ctx, id, req.SiteURL, "")
+		expires, err = s.provisionSecret(ctx, id, req.SiteURL, "", secretCallback)
 		if err != nil {
 			return nil, fmt.Errorf("create job %s: %w", id, err)
 		}
@@ -233,7 +242,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*jobs.Job, error) {
 		SecretName:         vault.JobSecretName(id),
 		StagingBlob:        blob,
 		Source:             req.Source,
-		CallbackURL:        req.CallbackURL,
+		CallbackURL:        recordCallback,
 		State:              jobs.StateAwaitingPackage,
 		ContainersExpireAt: expires,
 	}
@@ -243,7 +252,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*jobs.Job, error) {
 	}
 	if created {
 		log.InfoContext(ctx, "job provisioned", "job_id", id, "site", req.SiteURL, "source", string(req.Source),
-			"containers_expire_at", expires, "reused_secret", reused)
+			"containers_expire_at", expires, "reused_secret", reused, "signed_callback", secretCallback != "")
 	} else {
 		log.InfoContext(ctx, "job created concurrently; returning the existing record", "job_id", id)
 	}
@@ -251,9 +260,9 @@ func (s *Service) Create(ctx context.Context, req Request) (*jobs.Job, error) {
 }
 
 // provisionSecret provisions containers and a key for the job, finds the site's queue (queueURI when
-// still valid, else the site's), and keeps all of it in the job's secret. It returns when the containers
-// expire.
-func (s *Service) provisionSecret(ctx context.Context, id, site, queueURI string) (time.Time, error) {
+// still valid, else the site's), and keeps all of it in the job's secret, with the signed callback URL
+// (if any). It returns when the containers expire.
+func (s *Service) provisionSecret(ctx context.Context, id, site, queueURI, callbackURL string) (time.Time, error) {
 	c, err := s.opts.SPO.ProvisionMigrationContainers(ctx, site)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("provision containers: %w", err)
@@ -275,6 +284,7 @@ func (s *Service) provisionSecret(ctx context.Context, id, site, queueURI string
 		DataContainerURI:     c.DataContainerURI,
 		MetadataContainerURI: c.MetadataContainerURI,
 		QueueURI:             queueURI,
+		CallbackURL:          callbackURL,
 		ProvisionedAt:        now,
 		ExpiresAt:            expires,
 	})
@@ -307,7 +317,7 @@ func (s *Service) siteQueue(ctx context.Context, site string, now time.Time) (st
 // Reprovision gives a job that is not staged yet (AwaitingPackage or Encrypting) new containers and a new
 // key, replacing its secret (a new version) and the record's ContainersExpireAt. Whatever was staged in
 // the old containers is abandoned: the caller stages the package again. The job's queue is kept while its
-// SAS stays valid. A job past Encrypting is ErrNotReprovisionable.
+// SAS stays valid, and its signed callback URL always. A job past Encrypting is ErrNotReprovisionable.
 func (s *Service) Reprovision(ctx context.Context, jobID string) (*jobs.Job, error) {
 	j, err := s.opts.Jobs.Get(ctx, jobID)
 	if err != nil {
@@ -316,13 +326,13 @@ func (s *Service) Reprovision(ctx context.Context, jobID string) (*jobs.Job, err
 	if err := reprovisionable(j); err != nil {
 		return nil, err
 	}
-	queueURI := ""
+	queueURI, callbackURL := "", ""
 	if sec, err := s.opts.Vault.GetJob(ctx, jobID); err == nil {
-		queueURI = sec.QueueURI
+		queueURI, callbackURL = sec.QueueURI, sec.CallbackURL
 	} else if !errors.Is(err, vault.ErrNotFound) {
 		return nil, fmt.Errorf("reprovision job %s: %w", jobID, err)
 	}
-	expires, err := s.provisionSecret(ctx, jobID, j.SiteURL, queueURI)
+	expires, err := s.provisionSecret(ctx, jobID, j.SiteURL, queueURI, callbackURL)
 	if err != nil {
 		return nil, fmt.Errorf("reprovision job %s: %w", jobID, err)
 	}

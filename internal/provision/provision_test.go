@@ -54,8 +54,8 @@ func TestCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(sec.Key) != 32 || sec.DataContainerURI == sec.MetadataContainerURI || !strings.Contains(sec.DataContainerURI, "sig=") ||
-		!strings.Contains(sec.QueueURI, "sig=") {
-		t.Errorf("secret = %v", sec)
+		!strings.Contains(sec.QueueURI, "sig=") || sec.CallbackURL != "" {
+		t.Errorf("secret = %v (an unsigned callback URL stays in the record only)", sec)
 	}
 	if !near(sec.ExpiresAt, f.now.Add(72*time.Hour), 10*time.Minute) || !j.ContainersExpireAt.Equal(sec.ExpiresAt) ||
 		!near(sec.ProvisionedAt, f.now, time.Minute) {
@@ -236,6 +236,89 @@ func TestReprovision(t *testing.T) {
 	if _, err := s.Reprovision(ctx, "no-such-job"); !errors.Is(err, jobs.ErrNotFound) {
 		t.Errorf("unknown job: %v", err)
 	}
+}
+
+// TestSignedCallback: a signed callback URL (Power Automate, Logic Apps) is kept whole in the job's
+// secret, and without its query in the record; Reprovision and a retried Create keep it in the secret.
+func TestSignedCallback(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const sig, sig2 = "CbSiGnAtUrE0123456789abcdefSECRET", "OtHeRsIgNaTuRe0123456789SECRET"
+	path := "/workflows/0123abcd/triggers/manual/paths/invoke"
+	query := "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig="
+	want := "https://hooks.example.com" + path + query + sig
+	noSig := func(where, text string) {
+		t.Helper()
+		if strings.Contains(text, sig) || strings.Contains(text, sig2) || strings.Contains(strings.ToLower(text), "sig=") {
+			t.Errorf("%s holds the callback signature: %s", where, text)
+		}
+	}
+	t.Cleanup(func() { // the logs hold the container SAS redacted (sig=REDACTED), never the callback's
+		if text := f.logs.String(); !strings.Contains(text, "signed_callback") || strings.Contains(text, sig) || strings.Contains(text, sig2) {
+			t.Error("the logs hold the callback signature, or were not captured")
+		}
+	})
+
+	fj := &failingJobs{Store: f.store}
+	s := f.service(func(o *provision.Options) { o.Jobs = fj })
+	j, err := s.Create(ctx, provision.Request{SiteURL: f.siteURL, CallbackURL: "https://HOOKS.example.com:443" + path + query + sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.CallbackURL != "https://hooks.example.com"+path {
+		t.Errorf("record callback %q, want the URL without its query", j.CallbackURL)
+	}
+	sec, err := f.custody.GetJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.CallbackURL != want {
+		t.Errorf("secret callback: %s", sec) // redacted form
+	}
+	if cb, err := f.custody.GetJobCallbackURL(ctx, j.ID); err != nil || cb != want {
+		t.Errorf("GetJobCallbackURL: %v", err)
+	}
+	rec, err := f.store.Get(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSig("the record", fmt.Sprintf("%#v %+v", rec, j))
+
+	// Reprovision: a new key and containers, the same callback URL.
+	fresh, err := s.Reprovision(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec2, err := f.custody.GetJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(sec2.Key, sec.Key) || sec2.CallbackURL != want || fresh.CallbackURL != j.CallbackURL {
+		t.Errorf("after Reprovision: new key %v, callback kept %v", !bytes.Equal(sec2.Key, sec.Key), sec2.CallbackURL == want)
+	}
+
+	// A crash before the record, then a retry naming another signed URL: the secret is reused, with the
+	// retry's URL.
+	fj.fails.Store(1)
+	id := provision.DropJobID(f.staging, "signed.zip", `"1"`)
+	req := provision.Request{SiteURL: f.siteURL, JobID: id, CallbackURL: "https://hooks.example.com/a?sig=" + sig}
+	if _, err := s.Create(ctx, req); err == nil {
+		t.Fatal("the simulated crash did not fail Create")
+	}
+	kept, err := f.custody.GetJob(ctx, id)
+	if err != nil || kept.CallbackURL != req.CallbackURL {
+		t.Fatalf("kept secret: %v", err)
+	}
+	req.CallbackURL = "https://hooks.example.com/b?Sig=" + sig2
+	j2, err := s.Create(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := f.custody.GetJob(ctx, id)
+	if !bytes.Equal(after.Key, kept.Key) || after.CallbackURL != req.CallbackURL || j2.CallbackURL != "https://hooks.example.com/b" {
+		t.Errorf("retried Create: key reused %v, callback %s, record %q", bytes.Equal(after.Key, kept.Key), after, j2.CallbackURL)
+	}
+	noSig("the retried record", fmt.Sprintf("%#v", j2))
 }
 
 func storageStatus(err error) int {
@@ -430,7 +513,10 @@ func TestPolicyValidate(t *testing.T) {
 		{provision.Request{SiteURL: "https://contoso.sharepoint.com", Label: strings.Repeat("l", 1025)}, "label", false},
 		{provision.Request{SiteURL: "https://contoso.sharepoint.com", Label: "a\nb"}, "label", false},
 		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "https://other.example.com/x"}, "callbackUrl", false},
-		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "https://hooks.example.com/x?SIG=a"}, "callbackUrl", false},
+		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "http://hooks.example.com/x?SIG=a"}, "callbackUrl", false},
+		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "https://other.example.com/x?SIG=a"}, "callbackUrl", false},
+		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "https://u:p@hooks.example.com/x?SIG=a"}, "callbackUrl", false},
+		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "https://hooks.example.com/x?SIG=a#f"}, "callbackUrl", false},
 		{provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: "/relative"}, "callbackUrl", false},
 	}
 	for _, c := range bad {
@@ -446,6 +532,11 @@ func TestPolicyValidate(t *testing.T) {
 		if strings.Contains(err.Error(), "u:p") || strings.Contains(err.Error(), "SIG=a") {
 			t.Errorf("error repeats the value: %v", err)
 		}
+	}
+	// A signed callback URL is accepted as it is (host normalized): Create divides it.
+	if r, err := p.Validate(provision.Request{SiteURL: "https://contoso.sharepoint.com", CallbackURL: " https://HOOKS.example.com:443/x?a=1&SIG=a "}); err != nil ||
+		r.CallbackURL != "https://hooks.example.com/x?a=1&SIG=a" {
+		t.Errorf("signed callback: %q %v", r.CallbackURL, err)
 	}
 	// No callback host allowed: every callback is refused.
 	if _, err := (provision.Policy{AllowedSiteHosts: []string{"c.sharepoint.com"}}).Validate(provision.Request{SiteURL: "https://c.sharepoint.com", CallbackURL: "https://hooks.example.com"}); err == nil {

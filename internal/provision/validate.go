@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -61,7 +62,8 @@ type Policy struct {
 }
 
 // Validate checks r and returns it normalized: site URL with lower-case host, no default port and no
-// trailing slash; web id lower case; label and callback trimmed. Errors are *FieldError (400; 403 for a
+// trailing slash; web id lower case; label and callback trimmed (a signed callback URL keeps its sig=:
+// Create keeps it in the job's secret, see Request.CallbackURL). Errors are *FieldError (400; 403 for a
 // site host outside the allow-list).
 func (p Policy) Validate(r Request) (Request, error) {
 	site, err := p.normalizeSite(r.SiteURL)
@@ -162,11 +164,6 @@ func (p Policy) checkCallback(raw string) (string, error) {
 	if u.User != nil || u.Fragment != "" {
 		return "", bad("must not carry user information or a fragment")
 	}
-	for k := range u.Query() {
-		if strings.EqualFold(k, "sig") {
-			return "", bad("carries a signature (sig=); signed callback URLs are secrets and cannot be kept in the job record")
-		}
-	}
 	host := normHost(u.Host)
 	if len(p.CallbackAllowedHosts) == 0 {
 		return "", bad("is not accepted: no callback host is allowed (SPOMIG_CALLBACK_ALLOWED_HOSTS is empty)")
@@ -176,6 +173,37 @@ func (p Policy) checkCallback(raw string) (string, error) {
 	}
 	u.Scheme, u.Host = "https", host
 	return u.String(), nil
+}
+
+// splitCallback divides a validated callback URL between the job record and the job's Key Vault secret.
+// A signed URL (a query parameter sig, in any case or escaping: Power Automate's "When an HTTP request is
+// received", Logic Apps; or any query the record would refuse) is a credential: the secret keeps it whole
+// and the record keeps it without its query, which still shows where the callback goes (the record
+// refuses any sig=, even a redacted one). An unsigned URL goes to the record only, as it is.
+func splitCallback(cb string) (record, secret string) {
+	u, err := url.Parse(cb)
+	if err != nil || !signed(u) {
+		return cb, ""
+	}
+	u.RawQuery, u.ForceQuery = "", false
+	return u.String(), cb
+}
+
+// recordSecretRE is what the job record refuses as a secret (jobs' sigRE): a query matching it cannot be
+// kept in the record either.
+var recordSecretRE = regexp.MustCompile(`(?i)\b(sig|accountkey)=`)
+
+func signed(u *url.URL) bool {
+	if recordSecretRE.MatchString(u.RawQuery) {
+		return true
+	}
+	for p := range strings.SplitSeq(u.RawQuery, "&") {
+		k, _, _ := strings.Cut(p, "=")
+		if k, err := url.QueryUnescape(k); err == nil && strings.EqualFold(k, "sig") {
+			return true
+		}
+	}
+	return false
 }
 
 // IsGUID reports whether s is a GUID in its 8-4-4-4-12 hexadecimal form (either case, no braces).

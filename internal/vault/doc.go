@@ -1,5 +1,5 @@
-// Package vault is spomig's key custody: it keeps each migration job's AES-256 key and container SAS URIs,
-// and each site's migration-queue SAS URI, as Azure Key Vault secrets through the real azsecrets client.
+// Package vault is spomig's key custody: it keeps each migration job's AES-256 key, container SAS URIs
+// and signed callback URL (if any), and each site's migration-queue SAS URI, as Azure Key Vault secrets through the real azsecrets client.
 //
 // SPO forgets the encryption key once ProvisionMigrationContainers has returned it, yet encrypts the import
 // logs and the queue events of the job with it, so the key must be kept until every output has been read

@@ -134,13 +134,15 @@ func New(opts Options) (*Custody, error) {
 }
 
 // JobSecret is what a migration job needs to keep: the AES-256 key SPO handed out and the SAS URIs of
-// the containers (and, optionally, of the queue). Its String, GoString, LogValue and MarshalJSON redact
-// the key and the SAS signatures; only this package serialises it in full, into the vault.
+// the containers (and, optionally, of the queue and a signed callback URL). Its String, GoString, LogValue
+// and MarshalJSON redact the key and the signatures (sig=); only this package serialises it in full, into
+// the vault.
 type JobSecret struct {
 	Key                  []byte    // AES-256 key, KeySize bytes
 	DataContainerURI     string    // SAS URI of the data (content) container
 	MetadataContainerURI string    // SAS URI of the metadata (manifest) container
 	QueueURI             string    // SAS URI of the job's report queue (optional)
+	CallbackURL          string    // signed callback URL (sig=: Power Automate, Logic Apps), which the record refuses (optional)
 	ProvisionedAt        time.Time // when ProvisionMigrationContainers returned
 	ExpiresAt            time.Time // when the containers go away (the secret's exp); zero: no exp
 }
@@ -154,8 +156,8 @@ var (
 
 // String implements fmt.Stringer without the secrets.
 func (s JobSecret) String() string {
-	return fmt.Sprintf("JobSecret{Key:[%d bytes redacted] Data:%s Metadata:%s Queue:%s ProvisionedAt:%s ExpiresAt:%s}",
-		len(s.Key), RedactURL(s.DataContainerURI), RedactURL(s.MetadataContainerURI), RedactURL(s.QueueURI),
+	return fmt.Sprintf("JobSecret{Key:[%d bytes redacted] Data:%s Metadata:%s Queue:%s Callback:%s ProvisionedAt:%s ExpiresAt:%s}",
+		len(s.Key), RedactURL(s.DataContainerURI), RedactURL(s.MetadataContainerURI), RedactURL(s.QueueURI), RedactURL(s.CallbackURL),
 		s.ProvisionedAt.Format(time.RFC3339), s.ExpiresAt.Format(time.RFC3339))
 }
 
@@ -169,6 +171,7 @@ func (s JobSecret) LogValue() slog.Value {
 		slog.String("data", RedactURL(s.DataContainerURI)),
 		slog.String("metadata", RedactURL(s.MetadataContainerURI)),
 		slog.String("queue", RedactURL(s.QueueURI)),
+		slog.String("callback", RedactURL(s.CallbackURL)),
 		slog.Time("provisionedAt", s.ProvisionedAt),
 		slog.Time("expiresAt", s.ExpiresAt),
 	)
@@ -181,9 +184,11 @@ func (s JobSecret) MarshalJSON() ([]byte, error) {
 		DataContainerURI     string    `json:"dataContainerUri"`
 		MetadataContainerURI string    `json:"metadataContainerUri"`
 		QueueURI             string    `json:"queueUri,omitempty"`
+		CallbackURL          string    `json:"callbackUrl,omitempty"`
 		ProvisionedAt        time.Time `json:"provisionedAt"`
 		ExpiresAt            time.Time `json:"expiresAt"`
-	}{"REDACTED", RedactURL(s.DataContainerURI), RedactURL(s.MetadataContainerURI), RedactURL(s.QueueURI), s.ProvisionedAt, s.ExpiresAt})
+	}{"REDACTED", RedactURL(s.DataContainerURI), RedactURL(s.MetadataContainerURI), RedactURL(s.QueueURI), RedactURL(s.CallbackURL),
+		s.ProvisionedAt, s.ExpiresAt})
 }
 
 // RedactURL replaces the value of every query parameter named sig (any case) with REDACTED. A string that
@@ -219,6 +224,7 @@ type jobWire struct {
 	DataContainerURI     string    `json:"dataContainerUri"`
 	MetadataContainerURI string    `json:"metadataContainerUri"`
 	QueueURI             string    `json:"queueUri,omitempty"`
+	CallbackURL          string    `json:"callbackUrl,omitempty"`
 	ProvisionedAt        time.Time `json:"provisionedAt"`
 	ExpiresAt            time.Time `json:"expiresAt,omitzero"`
 }
@@ -262,9 +268,12 @@ func (c *Custody) PutJob(ctx context.Context, jobID, site string, s JobSecret) (
 		return "", &Error{Op: op, Secret: name, kind: errors.New("data and metadata container URIs must be http(s) URLs")}
 	case s.QueueURI != "" && !validURL(s.QueueURI):
 		return "", &Error{Op: op, Secret: name, kind: errors.New("queue URI must be an http(s) URL")}
+	case s.CallbackURL != "" && !validURL(s.CallbackURL):
+		return "", &Error{Op: op, Secret: name, kind: errors.New("callback URL must be an http(s) URL")}
 	}
 	value, err := json.Marshal(jobWire{Schema: 1, JobID: jobID, Site: site, Key: s.Key, DataContainerURI: s.DataContainerURI,
-		MetadataContainerURI: s.MetadataContainerURI, QueueURI: s.QueueURI, ProvisionedAt: s.ProvisionedAt.UTC(), ExpiresAt: s.ExpiresAt.UTC()})
+		MetadataContainerURI: s.MetadataContainerURI, QueueURI: s.QueueURI, CallbackURL: s.CallbackURL, ProvisionedAt: s.ProvisionedAt.UTC(),
+		ExpiresAt: s.ExpiresAt.UTC()})
 	if err != nil {
 		return "", &Error{Op: op, Secret: name, kind: errors.New("cannot encode the job secret")}
 	}
@@ -342,7 +351,21 @@ func (c *Custody) GetJob(ctx context.Context, jobID string) (*JobSecret, error) 
 		return nil, c.fail(ctx, op, name, start, &Error{Op: op, Secret: name, kind: fmt.Errorf("%w: stored key is %d bytes", ErrForeign, len(w.Key))})
 	}
 	return &JobSecret{Key: w.Key, DataContainerURI: w.DataContainerURI, MetadataContainerURI: w.MetadataContainerURI,
-		QueueURI: w.QueueURI, ProvisionedAt: w.ProvisionedAt, ExpiresAt: w.ExpiresAt}, nil
+		QueueURI: w.QueueURI, CallbackURL: w.CallbackURL, ProvisionedAt: w.ProvisionedAt, ExpiresAt: w.ExpiresAt}, nil
+}
+
+// GetJobCallbackURL returns the signed callback URL kept in the job's secret: "" when the secret holds
+// none or does not exist (a job provisioned without one, or already cleaned up). It is a credential:
+// never log it (RedactURL).
+func (c *Custody) GetJobCallbackURL(ctx context.Context, jobID string) (string, error) {
+	s, err := c.GetJob(ctx, jobID)
+	if errors.Is(err, ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return s.CallbackURL, nil
 }
 
 // DeleteJob soft-deletes the job's secret (all versions); it stays recoverable for the vault's retention

@@ -145,7 +145,12 @@ const (
 	dataSig  = "dAtA+sIg/0123456789abcdefSECRET="
 	metaSig  = "mEtA+sIg/0123456789abcdefSECRET="
 	queueSig = "qUeUe+sIg/0123456789abcdefSECRET="
+	cbSig    = "cAlLbAcK-sIg_0123456789abcdefSECRET"
 )
+
+// callbackURL is a Power Automate "When an HTTP request is received" URL, signed with cbSig.
+const callbackURL = "https://prod-12.westeurope.logic.azure.com:443/workflows/0123abcd/triggers/manual/paths/invoke" +
+	"?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=" + cbSig
 
 func sasURL(base, sig string) string {
 	return base + "?sv=2020-10-02&se=2030-01-01T00%3A00%3A00Z&sr=c&sp=rw&spr=https&sig=" + url.QueryEscape(sig)
@@ -163,6 +168,7 @@ func newJobSecret(t *testing.T) JobSecret {
 		DataContainerURI:     sasURL("https://spoprovisioned1.blob.core.windows.net/c-data", dataSig),
 		MetadataContainerURI: sasURL("https://spoprovisioned1.blob.core.windows.net/c-meta", metaSig),
 		QueueURI:             sasURL("https://spoprovisioned1.queue.core.windows.net/q-report", queueSig),
+		CallbackURL:          callbackURL,
 		ProvisionedAt:        now,
 		ExpiresAt:            now.Add(30 * 24 * time.Hour),
 	}
@@ -218,8 +224,11 @@ func TestJobAndQueueRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got.Key, s.Key) || got.DataContainerURI != s.DataContainerURI || got.MetadataContainerURI != s.MetadataContainerURI ||
-		got.QueueURI != s.QueueURI || !got.ProvisionedAt.Equal(s.ProvisionedAt) || !got.ExpiresAt.Equal(s.ExpiresAt) {
+		got.QueueURI != s.QueueURI || got.CallbackURL != callbackURL || !got.ProvisionedAt.Equal(s.ProvisionedAt) || !got.ExpiresAt.Equal(s.ExpiresAt) {
 		t.Fatalf("got %v want %v", got, s)
+	}
+	if cb, err := e.cust.GetJobCallbackURL(ctx, id); err != nil || cb != callbackURL {
+		t.Fatalf("GetJobCallbackURL: %v (equal %v)", err, cb == callbackURL)
 	}
 
 	// What is stored: JSON with the key in base64, the content type, the tags, exp = ExpiresAt.
@@ -232,20 +241,28 @@ func TestJobAndQueueRoundTrip(t *testing.T) {
 		t.Fatalf("stored %+v %+v", stored.Secret, stored.Attributes)
 	}
 	var w map[string]any
-	if err := json.Unmarshal([]byte(*stored.Value), &w); err != nil || w["key"] != base64.StdEncoding.EncodeToString(s.Key) || w["jobId"] != id {
+	if err := json.Unmarshal([]byte(*stored.Value), &w); err != nil || w["key"] != base64.StdEncoding.EncodeToString(s.Key) || w["jobId"] != id ||
+		w["callbackUrl"] != callbackURL {
 		t.Fatalf("stored value is not the expected JSON: %v", err)
 	}
 
 	// A second put is a new version; the latest wins.
 	s2 := newJobSecret(t)
 	s2.QueueURI = ""
+	s2.CallbackURL = ""
 	s2.ExpiresAt = time.Time{}
 	ver2, err := e.cust.PutJob(ctx, id, site, s2)
 	if err != nil || ver2 == ver {
 		t.Fatalf("second put %q %v", ver2, err)
 	}
-	if got, err := e.cust.GetJob(ctx, id); err != nil || !bytes.Equal(got.Key, s2.Key) || got.QueueURI != "" || !got.ExpiresAt.IsZero() {
+	if got, err := e.cust.GetJob(ctx, id); err != nil || !bytes.Equal(got.Key, s2.Key) || got.QueueURI != "" || got.CallbackURL != "" || !got.ExpiresAt.IsZero() {
 		t.Fatalf("after second put: %v", err)
+	}
+	// No callback URL in the secret, or no secret at all: "" and no error.
+	for _, jobID := range []string{id, "no-such-job"} {
+		if cb, err := e.cust.GetJobCallbackURL(ctx, jobID); err != nil || cb != "" {
+			t.Fatalf("GetJobCallbackURL(%s): %v (empty %v)", jobID, err, cb == "")
+		}
 	}
 
 	// Queue secret: the same site in another spelling finds the same secret.
@@ -560,12 +577,14 @@ func TestValidation(t *testing.T) {
 	short.Key = good.Key[:16]
 	badURI := good
 	badURI.DataContainerURI = "not a url?sig=" + dataSig
+	badCallback := good
+	badCallback.CallbackURL = "not a url?sig=" + cbSig
 	for name, tc := range map[string]struct {
 		id string
 		s  JobSecret
-	}{"empty id": {"", good}, "short key": {"j", short}, "bad URI": {"j", badURI}} {
+	}{"empty id": {"", good}, "short key": {"j", short}, "bad URI": {"j", badURI}, "bad callback": {"j", badCallback}} {
 		_, err := c.PutJob(ctx, tc.id, site, tc.s)
-		if err == nil || strings.Contains(err.Error(), dataSig) || strings.Contains(err.Error(), "not a url") {
+		if err == nil || strings.Contains(err.Error(), dataSig) || strings.Contains(err.Error(), cbSig) || strings.Contains(err.Error(), "not a url") {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -645,7 +664,7 @@ func secretsOf(s JobSecret) []string {
 		hex.EncodeToString(s.Key), strings.ToUpper(hex.EncodeToString(s.Key)),
 		fmt.Sprint(s.Key), fmt.Sprintf("%x", s.Key), fmt.Sprintf("%X", s.Key), fmt.Sprintf("%q", s.Key),
 	}
-	for _, sig := range []string{dataSig, metaSig, queueSig} {
+	for _, sig := range []string{dataSig, metaSig, queueSig, cbSig} {
 		out = append(out, sig, url.QueryEscape(sig), url.PathEscape(sig), strings.TrimSuffix(sig, "="), "sig="+url.QueryEscape(sig))
 	}
 	return out
@@ -666,7 +685,7 @@ func TestJobSecretRedaction(t *testing.T) {
 			t.Fatalf("redacted forms contain %q:\n%s", sec, text)
 		}
 	}
-	if !strings.Contains(text, "sig=REDACTED") || !strings.Contains(text, "c-data") {
+	if !strings.Contains(text, "sig=REDACTED") || !strings.Contains(text, "c-data") || !strings.Contains(text, "/workflows/0123abcd/triggers/manual/paths/invoke") {
 		t.Fatalf("redacted form lost the useful parts: %s", text)
 	}
 	if RedactURL("https://a/b?SIG=x&sv=1&sig=y") != "https://a/b?SIG=REDACTED&sv=1&sig=REDACTED" {
@@ -706,6 +725,11 @@ func TestNoSecretsInLogsOrErrors(t *testing.T) {
 	keep(err)
 	logger.Info("caller logs the secret by mistake", "job", got, "again", *got)
 	_, err = e.cust.GetQueue(ctx, site)
+	keep(err)
+	if cb, err := reader.cust.GetJobCallbackURL(ctx, "job-log"); err != nil || cb != callbackURL {
+		t.Fatalf("GetJobCallbackURL: %v", err)
+	}
+	_, err = e.cust.GetJobCallbackURL(ctx, "missing") // 404: "", nil
 	keep(err)
 	_, err = reader.cust.GetJob(ctx, "job-log")
 	keep(err)
