@@ -184,15 +184,24 @@ func truncateText(s string, n int) string {
 	return s
 }
 
-// get serves GET /api/migrations/{id}.
-func (s *server) get(w http.ResponseWriter, r *http.Request) {
+// job reads the job the request names; when it cannot, it has answered (400 for a malformed id, 404, …).
+func (s *server) job(w http.ResponseWriter, r *http.Request) (*jobs.Job, bool) {
 	id, ok := s.jobID(w, r)
 	if !ok {
-		return
+		return nil, false
 	}
 	j, err := s.opts.Jobs.Get(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
+		return nil, false
+	}
+	return j, true
+}
+
+// get serves GET /api/migrations/{id}.
+func (s *server) get(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.job(w, r)
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, jobView(j, s.baseURL(r)))
@@ -201,13 +210,8 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 // result serves GET /api/migrations/{id}/result: 202 + Location (itself) + Retry-After while the job runs,
 // 200 with the job and its log files once it has ended, whatever the outcome (the state says which).
 func (s *server) result(w http.ResponseWriter, r *http.Request) {
-	id, ok := s.jobID(w, r)
+	j, ok := s.job(w, r)
 	if !ok {
-		return
-	}
-	j, err := s.opts.Jobs.Get(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
 		return
 	}
 	v := jobView(j, s.baseURL(r))
