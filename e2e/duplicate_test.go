@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +33,8 @@ var dupSettings = map[string]string{
 //   - MonitorTimer run concurrently, several at once, straight on the handler (as several instances
 //     would) for a job with item errors → every event applied once: the error count equals SharePoint's,
 //     no item failure kept twice, no transition recorded twice;
-//   - the HTTP create retried is not idempotent by design (each POST is a job): not tested.
+//   - the HTTP create retried with the same Idempotency-Key (a flow's retry policy) → one job, answered
+//     again with the same id and a fresh upload URL.
 func TestDuplicateDeliveries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{Settings: dupSettings})
@@ -271,7 +275,55 @@ func TestDuplicateDeliveries(t *testing.T) {
 		t.Logf("history: %s; %d errors", strings.Join(states, " → "), j.Counters.Errors)
 	})
 	t.Run("http create", func(t *testing.T) {
-		t.Skip("by design: POST /api/migrations is not idempotent, each call is a new job")
+		post := func() (string, error) {
+			req, err := http.NewRequest(http.MethodPost, e.s.APIBase()+"/migrations",
+				strings.NewReader(fmt.Sprintf(`{"siteUrl": %q, "label": "e2e idempotent create"}`, e.s.SiteURL("dup-http"))))
+			if err != nil {
+				return "", err
+			}
+			req.Header.Set("x-functions-key", e.s.Host.FunctionKey())
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "flow-run-0001")
+			resp, err := e.cli.Do(req)
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			var j api.Job
+			if err := json.Unmarshal(b, &j); err != nil || resp.StatusCode != http.StatusCreated || j.Upload == nil {
+				return "", fmt.Errorf("POST with Idempotency-Key: %d %s", resp.StatusCode, b)
+			}
+			e.record("POST /migrations 201", b, sigOf(j.Upload.URL))
+			return j.ID, nil
+		}
+		var ids [3]string
+		if err := parallel(
+			func() (err error) { ids[0], err = post(); return err },
+			func() (err error) { ids[1], err = post(); return err },
+		); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if ids[2], err = post(); err != nil {
+			t.Fatal(err)
+		}
+		if ids[0] != ids[1] || ids[1] != ids[2] {
+			t.Fatalf("one Idempotency-Key, several jobs: %v", ids)
+		}
+		all, err := e.list()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, j := range all {
+			if j.Label == "e2e idempotent create" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d jobs with the label, want 1", n)
+		}
 	})
 }
 

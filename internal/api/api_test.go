@@ -753,3 +753,60 @@ func TestNoSecretsInResponsesOrLogs(t *testing.T) {
 		t.Fatalf("secrets leaked:\n  %s", strings.Join(leaks, "\n  "))
 	}
 }
+
+// A POST retried with the same Idempotency-Key (a flow's retry policy, a timed-out script) answers the job
+// the first POST created: one job, one provisioning.
+func TestIdempotencyKey(t *testing.T) {
+	a := newApp(t)
+	post := func(key, site string) *response {
+		t.Helper()
+		h := map[string]string{"Content-Type": "application/json"}
+		if key != "" {
+			h["Idempotency-Key"] = key
+		}
+		return a.do(http.MethodPost, "/api/migrations", strings.NewReader(fmt.Sprintf(`{"siteUrl": %q}`, site)), h)
+	}
+	first := post("flow-run-42", a.siteURL)
+	if first.Status != http.StatusCreated {
+		t.Fatalf("first POST: %d %s", first.Status, first.Body)
+	}
+	j1 := first.job(t)
+	suite.learnUpload(j1.Upload.URL)
+	again := post("flow-run-42", a.siteURL)
+	if again.Status != http.StatusCreated {
+		t.Fatalf("replay: %d %s", again.Status, again.Body)
+	}
+	j2 := again.job(t)
+	suite.learnUpload(j2.Upload.URL)
+	if j2.ID != j1.ID || !j2.CreatedAt.Equal(j1.CreatedAt) {
+		t.Fatalf("replay created another job: %s (first %s)", j2.ID, j1.ID)
+	}
+	other := post("flow-run-43", a.siteURL)
+	if other.Status != http.StatusCreated || other.job(t).ID == j1.ID {
+		t.Fatalf("another key: %d, same id", other.Status)
+	}
+	suite.learnUpload(other.job(t).Upload.URL)
+	if plain := post("", a.siteURL); plain.Status != http.StatusCreated || plain.job(t).ID == j1.ID {
+		t.Fatalf("no key: %d", plain.Status)
+	} else {
+		suite.learnUpload(plain.job(t).Upload.URL)
+	}
+
+	// The same key for another site is a client error, not the first job.
+	if r := post("flow-run-42", a.w.Emulator.SiteURL("elsewhere")); r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "idempotency-key-reused") {
+		t.Fatalf("key reused for another site: %d %s", r.Status, r.Body)
+	}
+	// A key that is not printable ASCII.
+	if r := post("clé", a.siteURL); r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), "invalid-idempotency-key") {
+		t.Fatalf("bad key: %d %s", r.Status, r.Body)
+	}
+	// Once the package has arrived, a replay answers the job as it is, without an upload URL.
+	a.transition(j1.ID, jobs.StateEncrypting)
+	late := post("flow-run-42", a.siteURL)
+	if late.Status != http.StatusOK {
+		t.Fatalf("late replay: %d %s", late.Status, late.Body)
+	}
+	if lj := late.job(t); lj.ID != j1.ID || lj.Upload != nil || lj.State != jobs.StateEncrypting {
+		t.Fatalf("late replay answered %+v", lj)
+	}
+}

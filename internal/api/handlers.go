@@ -73,16 +73,40 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, problem{Status: http.StatusBadRequest, Slug: "unreadable-body", Title: "Unreadable body", Detail: "the request body could not be read"})
 		return
 	}
+	// Idempotency-Key: a retried POST with the same key answers the job the first one created.
+	var jobID string
+	if key, present := r.Header["Idempotency-Key"]; present {
+		k := strings.TrimSpace(strings.Join(key, ","))
+		if k == "" || len(k) > maxIdempotencyKey || !printableASCII(k) {
+			s.problem(w, r, problem{Status: http.StatusBadRequest, Slug: "invalid-idempotency-key", Title: "Invalid Idempotency-Key",
+				Detail: fmt.Sprintf("the Idempotency-Key header must be 1 to %d printable ASCII characters", maxIdempotencyKey)})
+			return
+		}
+		jobID = provision.IdempotentJobID(k)
+	}
 	ctx := r.Context()
 	j, err := s.opts.Provisioner.Create(ctx, provision.Request{
 		SiteURL: body.SiteURL, WebID: body.WebID, Label: body.Label, CallbackURL: body.CallbackURL, Source: jobs.SourceAPI,
+		JobID: jobID,
 	})
+	if errors.Is(err, provision.ErrJobIDInUse) {
+		s.problem(w, r, problem{Status: http.StatusConflict, Slug: "idempotency-key-reused", Title: "Idempotency-Key reused",
+			Detail: "this Idempotency-Key was used for a migration of another site; use a new key for a new migration"})
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	auditOf(ctx).jobID = j.ID
 	uploadURL, expires, err := s.opts.Provisioner.UploadURL(ctx, j.ID)
+	if jobID != "" && errors.Is(err, provision.ErrNotAwaitingPackage) {
+		// A replay after the package arrived: the job as it is now, without an upload URL.
+		v := jobView(j, s.baseURL(r))
+		w.Header().Set("Location", v.Links.Self)
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -91,6 +115,18 @@ func (s *server) create(w http.ResponseWriter, r *http.Request) {
 	v.Upload = &Upload{URL: uploadURL, Method: http.MethodPut, Headers: map[string]string{"x-ms-blob-type": "BlockBlob"}, ExpiresAt: expires.UTC()}
 	w.Header().Set("Location", v.Links.Self)
 	writeJSON(w, http.StatusCreated, v)
+}
+
+// maxIdempotencyKey bounds the Idempotency-Key header.
+const maxIdempotencyKey = 255
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // list serves GET /api/migrations.

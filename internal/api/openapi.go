@@ -187,11 +187,18 @@ func OpenAPIDocument(host, scheme, version string) map[string]any {
 				"parameters": []any{obj{
 					"name": "body", "in": "body", "required": true, "schema": ref("CreateRequest"),
 					"x-ms-summary": "Job", "x-ms-visibility": "important",
+				}, obj{
+					"name": "Idempotency-Key", "in": "header", "required": false, "type": "string", "maxLength": maxIdempotencyKey,
+					"description":  "Makes a retried POST safe: a request with the key of an earlier one answers the job that one created instead of creating another (e.g. the flow's run id).",
+					"x-ms-summary": "Idempotency key", "x-ms-visibility": "advanced",
 				}},
 				"responses": obj{
-					"201": obj{"description": "Created: the job (state AwaitingPackage) with its upload instructions.", "schema": ref("Job"),
+					"201": obj{"description": "Created: the job (state AwaitingPackage) with its upload instructions (also for a replayed Idempotency-Key while the job awaits its package).", "schema": ref("Job"),
 						"headers": obj{"Location": obj{"type": "string", "description": "The job's URL."}}},
-					"400": problemResponse("Malformed JSON, an unknown field, or an invalid URL, GUID or label."),
+					"200": obj{"description": "A replayed Idempotency-Key whose job already has its package: the job, without upload instructions.", "schema": ref("Job"),
+						"headers": obj{"Location": obj{"type": "string", "description": "The job's URL."}}},
+					"409": problemResponse("The Idempotency-Key was used for a migration of another site."),
+					"400": problemResponse("Malformed JSON, an unknown field, an invalid URL, GUID or label, or an invalid Idempotency-Key."),
 					"403": problemResponse("The site's host is not allowed, or SharePoint denied spomig access to the site."),
 					"413": problemResponse("The body is larger than 64 KiB."),
 					"415": problemResponse("The body is not application/json."),

@@ -29,6 +29,20 @@ func DropJobID(container, name, etag string) string {
 	return formatGUID(b)
 }
 
+// IdempotentJobID derives the job id of an API request that carries an Idempotency-Key: a retried POST
+// (a flow's retry policy, a timed-out script) with the same key gets the same id, so Create returns the job
+// it already created instead of provisioning a second one. A version 8 (name-based, SHA-256) GUID, in its
+// own name space, apart from DropJobID's.
+func IdempotentJobID(key string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "spomig-idempotency-key\x00%s", key)
+	var b [16]byte
+	copy(b[:], h.Sum(nil))
+	b[6] = b[6]&0x0f | 0x80
+	b[8] = b[8]&0x3f | 0x80
+	return formatGUID(b)
+}
+
 func formatGUID(b [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
