@@ -13,7 +13,6 @@ import (
 	"github.com/spomig/spomig/internal/api"
 	"github.com/spomig/spomig/internal/dev/devtls"
 	"github.com/spomig/spomig/internal/jobs"
-	"github.com/spomig/spomig/internal/migpkg"
 	"github.com/spomig/spomig/internal/submit"
 )
 
@@ -68,7 +67,7 @@ func TestCallbackOnceUnderOverlappingMonitors(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := genFiles("", 10, 51, 16<<10)
-	zip, err := buildZip(t.TempDir(), "cb.zip", migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}, files)
+	zip, err := buildZip(t.TempDir(), "cb.zip", migpkgOptions(c), files)
 	if err != nil {
 		t.Fatal(err)
 	}

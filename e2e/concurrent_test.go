@@ -53,7 +53,7 @@ func TestManyJobsManySites(t *testing.T) {
 				return err
 			}
 			m.c = c
-			if m.zip, err = buildZip(work, fmt.Sprintf("pkg-%02d.zip", i), migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}, m.files); err != nil {
+			if m.zip, err = buildZip(work, fmt.Sprintf("pkg-%02d.zip", i), migpkgOptions(c), m.files); err != nil {
 				return err
 			}
 			if err := e.upload(c.UploadURL, m.zip); err != nil {

@@ -42,7 +42,7 @@ func TestCrashDuringUpload(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		files = append(files, migpkg.BuildFile{Path: fmt.Sprintf("Video/clip %02d.mp4", i), Size: int64(4<<20 + i*77777)})
 	}
-	zip, err := buildZip(work, "big.zip", migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}, files)
+	zip, err := buildZip(work, "big.zip", migpkgOptions(c), files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func TestCrashDuringSubmit(t *testing.T) {
 		t.Helper()
 		c := e.mustCreate(proxy.SiteURL(site), "e2e kill during submit: "+site)
 		files := genFiles("", 15, 41, 32<<10)
-		zip, err := buildZip(work, site+".zip", migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}, files)
+		zip, err := buildZip(work, site+".zip", migpkgOptions(c), files)
 		if err != nil {
 			t.Fatal(err)
 		}

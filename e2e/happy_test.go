@@ -34,7 +34,7 @@ func TestHappyPath(t *testing.T) {
 	}
 	apiFiles := genFiles("", 30, 1, 200<<10)
 	apiFiles = append(apiFiles, migpkg.BuildFile{Path: "Engineering/Specs/big drawing.pdf", Size: 3<<20 + 12345})
-	apiZip, err := buildZip(work, "api.zip", migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}, apiFiles)
+	apiZip, err := buildZip(work, "api.zip", migpkgOptions(c), apiFiles)
 	if err != nil {
 		t.Fatal(err)
 	}

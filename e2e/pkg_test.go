@@ -234,3 +234,9 @@ func sumSizes(files []migpkg.BuildFile) (n int64) {
 	}
 	return n
 }
+
+// migpkgOptions builds packages for a job created through the API: its site, and the web id it answered
+// (SharePoint checks every object's ParentWebId against the job's web).
+func migpkgOptions(c created) migpkg.BuilderOptions {
+	return migpkg.BuilderOptions{SiteURL: c.SiteURL, WebID: c.WebID}
+}
